@@ -1,0 +1,40 @@
+"""edgevl: fast image-text models for edge devices.
+
+The public API mirrors open_clip: `create_model_and_transforms`, `get_tokenizer`, `list_models`, plus
+`reparameterize` and `caption`. Names are imported lazily so `import edgevl` (and the CLI) start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "get_tokenizer": "edgevl.tokenizer",
+    "tokenize": "edgevl.tokenizer",
+    "decode": "edgevl.tokenizer",
+    "SimpleTokenizer": "edgevl.tokenizer",
+    "load_image": "edgevl.data.transforms",
+    "PreprocessCfg": "edgevl.data.transforms",
+    "ImageTransform": "edgevl.data.transforms",
+    "EdgevlError": "edgevl.errors",
+    "ImageLoadError": "edgevl.errors",
+    "CheckpointError": "edgevl.errors",
+    "ConfigError": "edgevl.errors",
+    "DataError": "edgevl.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgevl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

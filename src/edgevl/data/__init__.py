@@ -1,0 +1,1 @@
+"""Data layer: image loading and transforms, augmentations, dataset readers, the procedural world."""

@@ -1,0 +1,1 @@
+"""Export: ONNX graphs of encoders and captioner, with parity checks and quantization."""

@@ -1,0 +1,1 @@
+"""Model definitions: building blocks, image/text encoders, CLIP wrapper, captioner, config registry."""

@@ -1,0 +1,1 @@
+"""Dataset reinforcement: write teacher embeddings, synthetic captions and augmentation records once."""
