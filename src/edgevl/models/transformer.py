@@ -75,8 +75,8 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_1 = LayerNorm(width, eps=ln_eps)
         self.attn = Attention(width, heads)
         self.ln_2 = LayerNorm(width, eps=ln_eps)
-        layers = [("c_fc", nn.Linear(width, hidden)), ("gelu", activation(act)), ("c_proj", nn.Linear(hidden, width))]
-        self.mlp = nn.Sequential(OrderedDict(layers))
+        fc, proj = nn.Linear(width, hidden), nn.Linear(hidden, width)
+        self.mlp = nn.Sequential(OrderedDict([("c_fc", fc), ("gelu", activation(act)), ("c_proj", proj)]))
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
