@@ -2,9 +2,10 @@
 
 Both share one module layout (open_clip names): `token_embedding`, `positional_embedding` (ctx, D),
 `transformer.resblocks.{i}`, `ln_final`, `text_projection` (D, E, no bias). MCt replaces the first and last
-resblocks by Text-RepMixer blocks named like timm's FastViT RepMixer blocks
-(`token_mixer.{norm,mixer}.identity`, `token_mixer.mixer.conv_kxk.0.{conv,bn}`,
-`token_mixer.layer_scale.gamma`, `mlp.{conv.conv,conv.bn,fc1,fc2}`, `layer_scale.gamma`; after folding `token_mixer.reparam_conv`).
+resblocks by Text-RepMixer blocks named like timm's FastViT RepMixer blocks:
+`token_mixer.{norm,mixer}.identity`, `token_mixer.mixer.conv_kxk.0.{conv,bn}`,
+`token_mixer.layer_scale.gamma`, `mlp.{conv.conv,conv.bn,fc1,fc2}`, `layer_scale.gamma`;
+after folding, `token_mixer.reparam_conv`.
 `convert_v1_state_dict` renames the official v1 `text_encoder.*` keys into this layout.
 """
 
