@@ -1,0 +1,84 @@
+"""Model config registry: open_clip-style JSON files (`embed_dim`, `vision_cfg`, `text_cfg`, ...) by name.
+
+Built-in configs live in `edgevl/models/configs/*.json` (files without the three required keys belong to other
+model families and are skipped); `add_model_config` registers more files or folders.
+Besides open_clip's keys a config may carry `preprocess_cfg` (edgevl's inference preprocessing: size, mean,
+std, interpolation, resize_mode) and edgevl text keys (`model_type: "mct"`, `pos_embed_mode`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+from edgevl.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+REQUIRED_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
+
+_CONFIGS: dict[str, dict] = {}
+_LOADED_BUILTIN = False
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read model config {str(path)!r}: {exc}") from exc
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"model config {str(path)!r} must hold a JSON object")
+    return cfg
+
+
+def _register_file(path: Path, strict: bool) -> None:
+    cfg = _read_config(path)
+    missing = [k for k in REQUIRED_KEYS if k not in cfg]
+    if missing:
+        if strict:
+            raise ConfigError(f"model config {str(path)!r} lacks required keys {missing}")
+        return
+    _CONFIGS[path.stem] = cfg
+
+
+def _ensure_builtin() -> None:
+    global _LOADED_BUILTIN
+    if not _LOADED_BUILTIN:
+        _LOADED_BUILTIN = True
+        for path in sorted(CONFIG_DIR.glob("*.json")):
+            _register_file(path, strict=False)  # other model families (LightCap) share the folder
+
+
+def add_model_config(path: str | Path) -> None:
+    """Register a config JSON file (name = file stem) or every valid `*.json` in a folder."""
+    _ensure_builtin()
+    path = Path(path)
+    if path.is_dir():
+        for file in sorted(path.glob("*.json")):
+            _register_file(file, strict=False)
+    elif path.is_file():
+        _register_file(path, strict=True)
+    else:
+        raise ConfigError(f"model config path {str(path)!r} does not exist")
+
+
+def list_models() -> list[str]:
+    """Names of all registered model configs, naturally sorted (MobileCLIP-S2 before MobileCLIP-S10)."""
+    _ensure_builtin()
+    return sorted(_CONFIGS, key=_natural_key)
+
+
+def get_model_config(name: str) -> dict:
+    """A deep copy of the named config; '/' in the name is read as '-' (ViT-B/16 -> ViT-B-16)."""
+    _ensure_builtin()
+    key = name.replace("/", "-")
+    if key not in _CONFIGS:
+        close = [m for m in list_models() if m.lower() == key.lower()]
+        hint = f"; did you mean {close[0]!r}?" if close else f"; available: {', '.join(list_models())}"
+        raise ConfigError(f"unknown model {name!r}{hint}")
+    return copy.deepcopy(_CONFIGS[key])
