@@ -1,0 +1,277 @@
+"""Checkpoint files and layouts: reading weights safely, detecting and converting key layouts, saving folders.
+
+Layouts understood (detected from the keys):
+- "v1": official `mobileclip_*.pt` files (`image_encoder.model.*`, `text_encoder.*`, `logit_scale`);
+- "open_clip": open_clip `CLIP` with the text tower at top level (`token_embedding.weight`, `transformer.*`);
+- "edgevl": edgevl's native layout, identical to open_clip `CustomTextCLIP` (`visual.*`, `text.*`).
+Files: `.safetensors`, or `.pt`/`.pth`/`.bin` through `torch.load(weights_only=True)` only. A folder holds
+`open_clip_config.json` (`model_cfg`, `preprocess_cfg`) and a weights file, searched in open_clip's order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgevl.errors import CheckpointError
+
+CONFIG_NAME = "open_clip_config.json"
+WEIGHTS_NAME = "model.safetensors"
+WEIGHT_NAMES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model.pth",
+    "model.pth",
+)
+LAYOUTS = ("edgevl", "open_clip", "v1")
+# text-tower entries that open_clip's plain `CLIP` keeps at the top level of its state dict
+_OPEN_CLIP_TEXT_ROOTS = (
+    "token_embedding.",
+    "positional_embedding",
+    "transformer.",
+    "ln_final.",
+    "text_projection",
+)
+_REPARAM_MARKERS = (".reparam_conv.", ".lkb_reparam.")
+
+
+# ------------------------------------------------------------------------------------------- reading
+def find_weights(folder: str | Path) -> Path:
+    """The weights file of a checkpoint folder, first match in open_clip's search order."""
+    folder = Path(folder)
+    for name in WEIGHT_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"no weights file in {str(folder)!r}; expected one of {', '.join(WEIGHT_NAMES)}")
+
+
+def read_folder_config(folder: str | Path) -> dict | None:
+    """The parsed `open_clip_config.json` of a folder ({"model_cfg", "preprocess_cfg"}), or None if absent."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {str(path)!r}: {exc}") from exc
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_cfg"), dict):
+        raise CheckpointError(f"{str(path)!r} has no 'model_cfg' object")
+    return cfg
+
+
+def _unwrap(obj: object, source: str) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{source!r} does not contain a state dict")
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source!r}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        out[key[len("module.") :] if key.startswith("module.") else key] = value
+    return out
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a weights file or checkpoint folder into a flat {key: tensor} dict (on CPU).
+
+    A `state_dict` wrapper key and DataParallel `module.` prefixes are removed. Pickled files are read with
+    `weights_only=True`, so files holding arbitrary Python objects are refused.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = find_weights(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return _unwrap(load_file(str(path)), str(path))
+        except SafetensorError as exc:
+            raise CheckpointError(f"cannot read safetensors file {str(path)!r}: {exc}") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0]
+        raise CheckpointError(
+            f"refusing to load {str(path)!r}: not a plain tensor checkpoint ({reason})"
+        ) from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+    return _unwrap(obj, str(path))
+
+
+# ------------------------------------------------------------------------------------------- layouts
+def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """ "v1", "open_clip" (plain CLIP, top-level text tower) or "edgevl" (also open_clip CustomTextCLIP)."""
+    keys = state_dict.keys()
+    if any(k.startswith(("image_encoder.", "text_encoder.")) for k in keys):
+        return "v1"
+    if "token_embedding.weight" in state_dict:
+        return "open_clip"
+    return "edgevl"
+
+
+def is_reparameterized(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """True when the weights come from a folded (re-parameterized) model."""
+    return any(marker in f".{k}" for k in state_dict for marker in _REPARAM_MARKERS)
+
+
+def _v1_image_converter(image_sd: Mapping[str, torch.Tensor]):
+    if "patch_emb.0.block.conv.weight" in image_sd:
+        from edgevl.models.vit import convert_v1_state_dict
+    else:
+        from edgevl.models.mci import convert_v1_state_dict
+    return convert_v1_state_dict
+
+
+def _from_v1(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    from edgevl.models.text import convert_v1_state_dict as convert_text
+
+    image = {
+        k[len("image_encoder.model.") :]: v for k, v in state_dict.items() if k.startswith("image_encoder.")
+    }
+    text = {k[len("text_encoder.") :]: v for k, v in state_dict.items() if k.startswith("text_encoder.")}
+    rest = [
+        k for k in state_dict if not k.startswith(("image_encoder.model.", "text_encoder.", "logit_scale"))
+    ]
+    if rest:
+        raise CheckpointError(f"unrecognized v1 keys ({len(rest)}): {', '.join(rest[:5])}")
+    out: dict[str, torch.Tensor] = {}
+    if "logit_scale" in state_dict:
+        out["logit_scale"] = state_dict["logit_scale"]
+    if image:
+        out.update({f"visual.trunk.{k}": v for k, v in _v1_image_converter(image)(image).items()})
+    out.update({f"text.{k}": v for k, v in convert_text(text).items()})
+    return out
+
+
+def to_edgevl_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convert a state dict in any known layout to edgevl's native layout (a new dict; tensors shared)."""
+    layout = detect_layout(state_dict)
+    if layout == "v1":
+        return _from_v1(state_dict)
+    if layout == "open_clip":
+        return {(f"text.{k}" if k.startswith(_OPEN_CLIP_TEXT_ROOTS) else k): v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def to_open_clip_layout(state_dict: Mapping[str, torch.Tensor], custom_text: bool) -> dict[str, torch.Tensor]:
+    """edgevl layout -> open_clip: unchanged for CustomTextCLIP configs, top-level text for plain CLIP."""
+    if custom_text:
+        return dict(state_dict)
+    return {(k[len("text.") :] if k.startswith("text.") else k): v for k, v in state_dict.items()}
+
+
+# --------------------------------------------------------------------------------------------- loading
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = ", ".join(items[:5]) + (", ..." if len(items) > 5 else "")
+    return f"{len(items)} {title} ({shown})"
+
+
+def check_compatible(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> tuple[list, list, list]:
+    """(missing, unexpected, shape-mismatched) keys of `state_dict` relative to `model.state_dict()`."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k}: checkpoint {_shape(state_dict[k])} vs model {_shape(expected[k])}"
+        for k in expected
+        if k in state_dict and _shape(state_dict[k]) != _shape(expected[k])
+    ]
+    return missing, unexpected, mismatched
+
+
+def load_checkpoint(
+    model: nn.Module, checkpoint: str | Path | Mapping[str, torch.Tensor], strict: bool = True
+) -> dict[str, list[str]]:
+    """Load weights (file, folder or state dict, any known layout) into `model`.
+
+    Strict by default: any missing, unexpected or shape-mismatched key raises one `CheckpointError` that
+    lists the first few of each. With `strict=False` the matching entries are loaded and the report returned.
+    """
+    source = "state dict" if isinstance(checkpoint, Mapping) else str(checkpoint)
+    raw = checkpoint if isinstance(checkpoint, Mapping) else load_state_dict(checkpoint)
+    state_dict = to_edgevl_layout(raw)
+    missing, unexpected, mismatched = check_compatible(model, state_dict)
+    if strict and (missing or unexpected or mismatched):
+        parts = [
+            _listing(title, items)
+            for title, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape-mismatched", mismatched),
+            )
+            if items
+        ]
+        hint = (
+            " (the checkpoint is re-parameterized: build the model with reparameterize=True)"
+            if (is_reparameterized(state_dict) and missing)
+            else ""
+        )
+        raise CheckpointError(f"checkpoint {source!r} does not match the model: {'; '.join(parts)}{hint}")
+    bad = {m.split(":")[0] for m in mismatched}
+    model.load_state_dict(
+        {k: v for k, v in state_dict.items() if k not in bad and k not in unexpected}, strict=False
+    )
+    return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+
+
+# ---------------------------------------------------------------------------------------------- saving
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | Path) -> Path:
+    """Write tensors to a `.safetensors` file atomically (temp file in the same folder, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    return path
+
+
+def save_pretrained(
+    model: nn.Module, folder: str | Path, config: dict | None = None, preprocess_cfg: dict | None = None
+) -> Path:
+    """Save `model` as an edgevl/open_clip local-dir folder: `open_clip_config.json` + `model.safetensors`.
+
+    `config` defaults to the config the factory attached to the model (`model.model_cfg`), and
+    `preprocess_cfg` to `model.preprocess_cfg`. Both files are written atomically.
+    """
+    config = config if config is not None else getattr(model, "model_cfg", None)
+    if config is None:
+        raise CheckpointError("save_pretrained needs the model config (pass config=...)")
+    preprocess_cfg = preprocess_cfg if preprocess_cfg is not None else getattr(model, "preprocess_cfg", None)
+    folder = Path(folder)
+    save_state_dict(model.state_dict(), folder / WEIGHTS_NAME)
+    meta = {"model_cfg": config, "preprocess_cfg": preprocess_cfg or {}}
+    text = json.dumps(meta, indent=2) + "\n"
+    _atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return folder

@@ -1,0 +1,230 @@
+"""Model factory (open_clip's API): build a CLIP from a registered JSON config, load weights, fold branches.
+
+Models come back in **eval mode** (open_clip returns train mode and asks users to call `.eval()`): inference
+and re-parameterization both need eval mode, and training loops call `.train()` themselves anyway.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgevl.data.transforms import ImageTransform, PreprocessCfg
+from edgevl.errors import CheckpointError, ConfigError
+from edgevl.models.checkpoint import (
+    is_reparameterized,
+    load_checkpoint,
+    load_state_dict,
+    read_folder_config,
+    to_edgevl_layout,
+)
+from edgevl.models.clip import CLIP, TrunkVisual
+from edgevl.models.registry import get_model_config
+from edgevl.models.text import TextTransformer
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+LOCAL_DIR = "local-dir:"
+
+
+def build_text_tower(text_cfg: dict, embed_dim: int, quick_gelu: bool = False) -> TextTransformer:
+    """Text tower from an open_clip `text_cfg` (plus edgevl's `model_type: "mct"` and `pos_embed_mode`)."""
+    model_type = text_cfg.get("model_type", "transformer")
+    if model_type not in ("transformer", "mct"):
+        raise ConfigError(f"unknown text model_type {model_type!r} (expected 'transformer' or 'mct')")
+    width = text_cfg.get("width", 512)
+    return TextTransformer(
+        context_length=text_cfg.get("context_length", 77),
+        vocab_size=text_cfg.get("vocab_size", 49408),
+        width=width,
+        heads=text_cfg.get("heads", width // 64),
+        layers=text_cfg.get("layers", 12),
+        output_dim=embed_dim,
+        mlp_ratio=text_cfg.get("mlp_ratio", 4.0),
+        causal=not text_cfg.get("no_causal_mask", False),
+        act="quick_gelu" if quick_gelu else "gelu",
+        pos_embed_mode=text_cfg.get("pos_embed_mode", "slice"),
+        repmixer_kernel=text_cfg.get("repmixer_kernel_size", 11) if model_type == "mct" else 0,
+    )
+
+
+def build_vision_tower(vision_cfg: dict, embed_dim: int, quick_gelu: bool = False) -> nn.Module:
+    """Image tower: a timm-style trunk (`timm_model_name`, extra `timm_model_kwargs`) wrapped as
+    `visual.trunk`, or the OpenAI ViT from native keys (`image_size`, `layers`, `width`, `patch_size`)."""
+    name = vision_cfg.get("timm_model_name")
+    kwargs = dict(vision_cfg.get("timm_model_kwargs", {}))
+    if name and name.startswith("fastvit_mci"):
+        from edgevl.models.mci import create_mci
+
+        return TrunkVisual(create_mci(name, num_classes=embed_dim, **kwargs))
+    if name:
+        from edgevl.models.vit import create_timm_vit
+
+        return TrunkVisual(
+            create_timm_vit(name, num_classes=embed_dim, img_size=vision_cfg["image_size"], **kwargs)
+        )
+    from edgevl.models.vit import VisionTransformer
+
+    width = vision_cfg.get("width", 768)
+    return VisionTransformer(
+        image_size=vision_cfg.get("image_size", 224),
+        patch_size=vision_cfg.get("patch_size", 16),
+        width=width,
+        layers=vision_cfg.get("layers", 12),
+        heads=width // vision_cfg.get("head_width", 64),
+        mlp_ratio=vision_cfg.get("mlp_ratio", 4.0),
+        output_dim=embed_dim,
+        act="quick_gelu" if quick_gelu else "gelu",
+    )
+
+
+def build_model(cfg: dict) -> CLIP:
+    """A randomly initialized CLIP for a model config dict."""
+    for key in ("embed_dim", "vision_cfg", "text_cfg"):
+        if key not in cfg:
+            raise ConfigError(f"model config lacks {key!r}")
+    quick_gelu = bool(cfg.get("quick_gelu", False))
+    visual = build_vision_tower(cfg["vision_cfg"], cfg["embed_dim"], quick_gelu)
+    text = build_text_tower(cfg["text_cfg"], cfg["embed_dim"], quick_gelu)
+    return CLIP(
+        visual, text, **({"init_logit_scale": cfg["init_logit_scale"]} if "init_logit_scale" in cfg else {})
+    )
+
+
+def _merge(cfg: dict, overrides: dict) -> dict:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def _reparameterize_in_place(model: nn.Module) -> nn.Module:
+    from edgevl.models.blocks import reparameterize_modules
+
+    return reparameterize_modules(model.eval())
+
+
+def reparameterize(model: nn.Module) -> nn.Module:
+    """A folded copy of `model` for inference: deep copy, `.eval()`, then each submodule's `reparameterize()`.
+
+    The input model is left untouched; folding an already folded model changes nothing.
+    """
+    return _reparameterize_in_place(copy.deepcopy(model))
+
+
+def _resolve(name: str, pretrained: str | Path | None) -> tuple[dict, dict | None, str | Path | None]:
+    """(model config, folder preprocess config or None, weights path) for a model name and `pretrained`."""
+    if name.startswith(LOCAL_DIR):
+        folder = Path(name[len(LOCAL_DIR) :])
+        meta = read_folder_config(folder)
+        if meta is None:
+            raise CheckpointError(f"{str(folder)!r} has no open_clip_config.json")
+        return meta["model_cfg"], meta.get("preprocess_cfg") or None, pretrained or folder
+    cfg = get_model_config(name)
+    folder_pp = None
+    if pretrained is not None and Path(pretrained).is_dir():
+        meta = read_folder_config(pretrained)
+        folder_pp = (meta or {}).get("preprocess_cfg") or None
+    if pretrained is not None and not Path(pretrained).exists():
+        raise CheckpointError(
+            f"pretrained weights {str(pretrained)!r} not found (pass a file or folder path)"
+        )
+    return cfg, folder_pp, pretrained
+
+
+def create_model(
+    model_name: str,
+    pretrained: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    reparameterize: bool = False,
+    output_dict: bool = False,
+    force_quick_gelu: bool = False,
+    force_context_length: int | None = None,
+    strict: bool = True,
+    **overrides,
+) -> CLIP:
+    """Build a registered model (or `local-dir:PATH`), optionally loading weights from a file or folder.
+
+    Weights in any known layout (v1 `.pt`, open_clip, edgevl folder) are detected and converted; folded
+    weights make the model be folded before loading, and `reparameterize=True` folds after loading (the
+    order of the v1 package). `overrides` replace config keys (dicts such as `text_cfg` are merged).
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    cfg, folder_pp, weights = _resolve(model_name, pretrained)
+    cfg = _merge(cfg, overrides)
+    if force_quick_gelu:
+        cfg["quick_gelu"] = True
+    if force_context_length is not None:
+        cfg["text_cfg"]["context_length"] = int(force_context_length)
+    state_dict = to_edgevl_layout(load_state_dict(weights)) if weights is not None else None
+    with torch.device(device):
+        model = build_model(cfg)
+    model.output_dict = output_dict
+    if state_dict is not None:
+        if is_reparameterized(state_dict):
+            _reparameterize_in_place(model)
+        load_checkpoint(model, state_dict, strict=strict)
+    if reparameterize:
+        _reparameterize_in_place(model)
+    model.to(dtype=PRECISIONS[precision]).eval()
+    model.model_cfg = cfg
+    model.preprocess_cfg = {**cfg.get("preprocess_cfg", {}), **(folder_pp or {})}
+    return model
+
+
+def preprocess_cfg_for(model: CLIP, **overrides) -> PreprocessCfg:
+    """Inference `PreprocessCfg` of a factory-built model: its config's `preprocess_cfg` (or OpenAI/bicubic
+    defaults at the tower's image size), with non-None `overrides` (size, mean, std, interpolation, ...)."""
+    pp = dict(getattr(model, "preprocess_cfg", None) or {})
+    pp.setdefault("size", getattr(model, "model_cfg", {}).get("vision_cfg", {}).get("image_size", 224))
+    pp.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("mean", "std"):
+        if key in pp:
+            pp[key] = tuple(pp[key])
+    fields = {"size", "mean", "std", "interpolation", "resize_mode", "fill_color"}
+    return PreprocessCfg(**{k: v for k, v in pp.items() if k in fields})
+
+
+def create_model_and_transforms(
+    model_name: str,
+    pretrained: str | Path | None = None,
+    image_mean: tuple[float, float, float] | None = None,
+    image_std: tuple[float, float, float] | None = None,
+    image_interpolation: str | None = None,
+    image_resize_mode: str | None = None,
+    **kwargs,
+) -> tuple[CLIP, ImageTransform, ImageTransform]:
+    """(model, preprocess_train, preprocess_val) like open_clip; `kwargs` go to `create_model`.
+
+    preprocess_val resizes the short side, center-crops and normalizes as the model's config says.
+    preprocess_train is currently the same transform (random-resized-crop + RandAugment training
+    augmentation is applied by the data pipeline, `edgevl.data.augment`).
+    """
+    model = create_model(model_name, pretrained, **kwargs)
+    cfg = preprocess_cfg_for(
+        model,
+        mean=image_mean,
+        std=image_std,
+        interpolation=image_interpolation,
+        resize_mode=image_resize_mode,
+    )
+    val = ImageTransform(cfg)
+    return model, val, val
+
+
+def create_model_from_pretrained(
+    model_name: str, pretrained: str | Path | None = None, return_transform: bool = True, **kwargs
+) -> CLIP | tuple[CLIP, ImageTransform]:
+    """A model with weights (required: a file, folder, or `local-dir:PATH` name) and its transform."""
+    if pretrained is None and not model_name.startswith(LOCAL_DIR):
+        raise CheckpointError(
+            f"create_model_from_pretrained({model_name!r}) needs pretrained weights (a path)"
+        )
+    model, _, val = create_model_and_transforms(model_name, pretrained, **kwargs)
+    return (model, val) if return_transform else model
