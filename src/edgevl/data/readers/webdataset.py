@@ -1,0 +1,237 @@
+"""Streaming reader for webdataset tar shards, sharded over DDP ranks x DataLoader workers.
+
+Tar parsing, member grouping and URL opening (local paths, `pipe:`, http) come from the `webdataset`
+library; this module adds the deterministic epoch-seeded split, a shuffle buffer and the bad-data
+accounting: a corrupt or truncated shard is logged once and reading goes on with the next shard.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import random
+import tarfile
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import braceexpand
+from torch.utils.data import IterableDataset
+from webdataset.gopen import gopen
+from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+from edgevl.data.readers.base import (
+    Sample,
+    SkipLog,
+    SkipSample,
+    Tokenizer,
+    Transform,
+    check_caption_mode,
+    consumer,
+    fill_captions,
+    finish,
+    open_image,
+)
+from edgevl.errors import ConfigError
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+SHARD_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
+RawSample = dict[str, Any]
+
+
+def expand_urls(urls: str | os.PathLike | Sequence[str]) -> list[str]:
+    """Shard list from a brace pattern (`shard-{000..009}.tar`), several joined by `::`, a path or a list."""
+    if isinstance(urls, os.PathLike):
+        urls = os.fspath(urls)
+    parts = urls.split("::") if isinstance(urls, str) else [os.fspath(u) for u in urls]
+    out = [url for part in parts for url in braceexpand.braceexpand(part.strip()) if url]
+    if not out:
+        raise ConfigError(f"no shards in {urls!r}")
+    return out
+
+
+def read_shard(url: str, skip_log: SkipLog) -> Iterator[RawSample]:
+    """Raw samples (`__key__`, `__url__` and one bytes value per member suffix) of one tar shard.
+
+    A shard that cannot be opened, is not a tar, is truncated or holds a duplicate member is logged once
+    as `corrupt_shard` (the samples read before the damage are still yielded).
+    """
+    problems: list[Exception] = []
+
+    def stop(exc: Exception) -> bool:
+        problems.append(exc)
+        return False
+
+    def members(stream: Any) -> Iterator[dict]:
+        try:
+            for member in tar_file_iterator(stream, handler=stop):
+                member["__url__"] = url
+                yield member
+        except SHARD_ERRORS as exc:
+            problems.append(exc)
+
+    try:
+        stream = gopen(url)
+    except SHARD_ERRORS as exc:
+        skip_log.skip(url, "missing_shard", f"cannot open shard ({type(exc).__name__}: {exc})", url)
+        return
+    try:
+        yield from group_by_keys(members(stream), handler=stop)
+    finally:
+        stream.close()
+    if problems:
+        exc = problems[0]
+        detail = exc.args[0] if exc.args else exc
+        skip_log.skip(url, "corrupt_shard", f"corrupt tar ({type(exc).__name__}: {detail})", url)
+
+
+class ShardedTarReader(IterableDataset, ABC):
+    """Iterable reader over tar shards: epoch-seeded shard order, split over consumers, shuffle buffer.
+
+    With at least as many shards as consumers (ranks x workers) each consumer reads whole shards
+    (`order[i::n]`); otherwise every consumer walks all shards and keeps every n-th sample. Either way each
+    sample goes to exactly one consumer. Subclasses implement `decode(raw) -> Sample`.
+    """
+
+    def __init__(
+        self,
+        urls: str | os.PathLike | Sequence[str],
+        *,
+        transform: Transform | None = None,
+        tokenizer: Tokenizer | None = None,
+        caption_mode: str = "first",
+        seed: int = 0,
+        shuffle: bool = False,
+        shuffle_buffer: int = 0,
+        skip_log: SkipLog | None = None,
+    ) -> None:
+        self.urls = expand_urls(urls)
+        self.transform = transform
+        self.tokenizer = tokenizer
+        self.caption_mode = check_caption_mode(caption_mode)
+        self.seed = seed
+        self.shuffle = shuffle
+        self.shuffle_buffer = shuffle_buffer
+        self.skip_log = skip_log if skip_log is not None else SkipLog()
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch that seeds shard order, the shuffle buffer and random choices."""
+        self.epoch = epoch
+
+    def shard_samples(self, shard: int) -> Iterator[RawSample]:
+        """Raw samples of shard number `shard` (overridden by readers that join several sources)."""
+        return read_shard(self.urls[shard], self.skip_log)
+
+    @abstractmethod
+    def decode(self, raw: RawSample) -> Sample:
+        """Turn one raw sample into a `Sample`; raise `SkipSample` when it is unusable."""
+
+    def prepare(self, sample: Sample) -> Sample:
+        """Apply the image transform and the tokenizer to a decoded sample."""
+        return finish(sample, self.transform, self.tokenizer)
+
+    def shard_order(self) -> list[int]:
+        """Shard indices in this epoch's order (the same in every consumer)."""
+        order = list(range(len(self.urls)))
+        if self.shuffle:
+            random.Random(f"{self.seed}:{self.epoch}:shards").shuffle(order)
+        return order
+
+    def raw_share(self, index: int, count: int) -> Iterator[RawSample]:
+        """Raw samples of consumer `index` out of `count`, before decoding and shuffling."""
+        order = self.shard_order()
+        if len(order) >= count:
+            for shard in order[index::count]:
+                yield from self.shard_samples(shard)
+            return
+        position = 0
+        for shard in order:
+            for raw in self.shard_samples(shard):
+                if position % count == index:
+                    yield raw
+                position += 1
+
+    def consumer_samples(self, index: int, count: int) -> Iterator[Sample]:
+        """Decoded samples of consumer `index` out of `count` (what `__iter__` yields in that consumer)."""
+        rng = random.Random(f"{self.seed}:{self.epoch}:buffer:{index}")
+        buffer: list[Sample] = []
+        for raw in self.raw_share(index, count):
+            try:
+                sample = self.prepare(self.decode(raw))
+            except SkipSample as exc:
+                self.skip_log.skip(str(raw.get("__key__")), exc.kind, exc.reason, str(raw.get("__url__")))
+                continue
+            if self.shuffle_buffer <= 1:
+                yield sample
+                continue
+            buffer.append(sample)
+            if len(buffer) >= self.shuffle_buffer:
+                pick = rng.randrange(len(buffer))
+                buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
+                yield buffer.pop()
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self.consumer_samples(*consumer())
+
+
+class WebDatasetReader(ShardedTarReader):
+    """Image-text (or image-label) samples from webdataset shards: `<key>.jpg|png|webp` + `<key>.txt`.
+
+    `text_key=None` makes captions optional (classification shards); `label_key` (e.g. 'cls') reads an
+    integer label; a `<key>.json` member goes to `meta`.
+    """
+
+    def __init__(
+        self,
+        urls: str | os.PathLike | Sequence[str],
+        *,
+        text_key: str | None = "txt",
+        label_key: str | None = None,
+        image_keys: Sequence[str] = IMAGE_EXTS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(urls, **kwargs)
+        self.text_key = text_key
+        self.label_key = label_key
+        self.image_keys = tuple(image_keys)
+
+    def decode(self, raw: RawSample) -> Sample:
+        key, url = raw["__key__"], raw["__url__"]
+        ext = next((e for e in self.image_keys if e in raw), None)
+        if ext is None:
+            raise SkipSample("incomplete_sample", f"no image member ({'/'.join(self.image_keys)})")
+        sample = Sample(key=key, meta={"url": url})
+        if self.text_key:
+            fill_captions(sample, [raw.get(self.text_key)], self.caption_mode, self.seed, self.epoch)
+        if self.label_key:
+            sample.label = parse_label(raw.get(self.label_key))
+        if "json" in raw:
+            sample.meta.update(parse_json_member(raw["json"], "json"))
+        sample.image = open_image(raw[ext], f"{url}:{key}.{ext}")
+        return sample
+
+
+def parse_label(raw: bytes | None) -> int:
+    """Integer class label from a `cls` member."""
+    if raw is None:
+        raise SkipSample("incomplete_sample", "no label member")
+    try:
+        return int(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise SkipSample("bad_metadata", f"label is not an integer: {raw[:20]!r}") from None
+
+
+def parse_json_member(raw: bytes, name: str) -> dict:
+    """A JSON-object member of a sample; anything else is a `bad_metadata` skip."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SkipSample("bad_metadata", f"{name} member is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise SkipSample("bad_metadata", f"{name} member is not a JSON object")
+    return value
