@@ -1,0 +1,139 @@
+"""torch.distributed helpers: init from the torchrun environment, rank info, and an all-gather with gradient.
+
+`gather_with_grad` is the autograd-aware all-gather of open_clip's `--gather-with-grad`: the backward pass
+sums every rank's gradient for the gathered tensor and hands each rank the slice it produced. It accepts
+different batch sizes per rank (padded for the collective, trimmed after), so skipped samples never hang a run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from edgevl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: global rank, local rank (GPU index on its node), world size, device."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
+    """Join the process group described by torchrun's env (`RANK`, `WORLD_SIZE`, `MASTER_ADDR/PORT`).
+
+    Backend: nccl when training on CUDA, gloo otherwise. Without `WORLD_SIZE` > 1 this is a no-op single process.
+    """
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        index = local_rank if device in ("auto", "cuda") else int(device.split(":")[1])
+        dev = torch.device("cuda", index)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo",
+            init_method="env://",
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=dev)
+
+
+def world_info() -> tuple[int, int]:
+    """(rank, world_size) of the initialised process group, or (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_sizes(n: int, device: torch.device) -> list[int]:
+    """Every rank's value of the integer `n` (e.g. its local batch size)."""
+    _, world = world_info()
+    if world == 1:
+        return [n]
+    local = torch.tensor([n], dtype=torch.long, device=device)
+    out = [torch.zeros_like(local) for _ in range(world)]
+    dist.all_gather(out, local)
+    return [int(t.item()) for t in out]
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:  # type: ignore[override]
+        rank, world = world_info()
+        padded = x.new_zeros((max(sizes), *x.shape[1:]))
+        padded[: x.shape[0]] = x
+        buffers = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(buffers, padded.contiguous())
+        ctx.sizes, ctx.rank = sizes, rank
+        return torch.cat([b[:n] for b, n in zip(buffers, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # sum over ranks of d(loss_r)/d(gathered)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start : start + ctx.sizes[ctx.rank]], None
+
+
+def gather_with_grad(x: torch.Tensor, sizes: list[int] | None = None) -> tuple[torch.Tensor, int]:
+    """All ranks' rows of `x` concatenated in rank order, differentiable; plus this rank's first row index."""
+    rank, world = world_info()
+    if world == 1:
+        return x, 0
+    sizes = sizes if sizes is not None else all_sizes(x.shape[0], x.device)
+    return _GatherWithGrad.apply(x, sizes), sum(sizes[:rank])
+
+
+def gather_no_grad(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """All ranks' rows of a constant tensor (e.g. stored teacher embeddings), concatenated in rank order."""
+    if world_info()[1] == 1:
+        return x
+    with torch.no_grad():
+        return _GatherWithGrad.apply(x.detach(), sizes)
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over ranks (identity in a single process)."""
+    _, world = world_info()
+    if world == 1:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value)
+    return value / world
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if world_info()[1] > 1:
+        dist.barrier()
+
+
+def cleanup() -> None:
+    """Leave the process group if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
