@@ -1,0 +1,88 @@
+"""`edgevl.caption`: caption image files with a LightCap model (greedy, beam search or nucleus sampling)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from edgevl.data.transforms import ImageSource, ImageTransform
+from edgevl.errors import EdgevlError
+from edgevl.models.lightcap.decoding import Hypothesis, beam_search, greedy_decode, sample_nucleus
+from edgevl.models.lightcap.model import LightCap, create_lightcap
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode: beam 1 = greedy; `num_samples` > 0 switches to nucleus sampling (cut at the first ".")."""
+
+    beam: int = 5
+    max_words: int = 20
+    num_samples: int = 0
+    top_p: float = 0.9
+    temperature: float = 1.0
+    length_penalty: float = 1.0
+    seed: int = 0
+
+
+def _resolve_model(model: str | Path | LightCap, weights: str | Path | None) -> LightCap:
+    if isinstance(model, LightCap):
+        if weights is not None:
+            model.load_weights(weights)
+        return model.eval()
+    return create_lightcap(model, weights)
+
+
+def _hypothesis_text(model: LightCap, hyp: Hypothesis, cut_at_period: bool) -> str:
+    text = model.vocab.decode(hyp.tokens)
+    if cut_at_period and "." in text:
+        text = text[: text.index(".")]
+    return text.strip()
+
+
+@torch.inference_mode()
+def caption_tensor(model: LightCap, pixels: torch.Tensor, options: DecodeOptions = DecodeOptions()
+                   ) -> list[str] | list[list[str]]:
+    """Captions of a preprocessed batch [B, 3, S, S]; a list of `num_samples` texts per image when sampling."""
+    if options.max_words < 1:
+        raise EdgevlError(f"max_words must be at least 1, got {options.max_words}")
+    max_new = min(options.max_words, model.max_new_tokens)  # one word = one token; longer captions end truncated
+    state = model.start(pixels)
+    batch = pixels.shape[0]
+    if options.num_samples > 0:
+        period = model.vocab.period_id
+        generator = torch.Generator().manual_seed(options.seed)
+        samples = sample_nucleus(model, state, batch, options.num_samples, options.top_p, options.temperature,
+                                 max_new, () if period is None else (period,), generator)
+        return [[_hypothesis_text(model, h, True) for h in row] for row in samples]
+    if options.beam == 1:
+        hyps = greedy_decode(model, state, batch, max_new)
+    else:
+        hyps = beam_search(model, state, batch, options.beam, max_new, options.length_penalty)
+    return [_hypothesis_text(model, h, False) for h in hyps]
+
+
+def caption(images: ImageSource | Sequence[ImageSource], model: str | Path | LightCap = "lightcap-tiny",
+            weights: str | Path | None = None, beam: int = 5, max_words: int = 20, num_samples: int = 0,
+            top_p: float = 0.9, temperature: float = 1.0, batch_size: int = 8, seed: int = 0
+            ) -> list[str] | list[list[str]]:
+    """Caption image files/bytes/PIL images with a LightCap model (preset name, model folder or instance).
+
+    Returns one caption per image, or `num_samples` nucleus samples per image when `num_samples` > 0. Bad
+    images raise `ImageLoadError` naming the file; an empty list raises `EdgevlError`.
+    """
+    if isinstance(images, (str, Path, bytes)) or not isinstance(images, Sequence):
+        images = [images]
+    if len(images) == 0:
+        raise EdgevlError("no images to caption")
+    if batch_size < 1:
+        raise EdgevlError(f"batch_size must be at least 1, got {batch_size}")
+    net = _resolve_model(model, weights)
+    transform = ImageTransform(net.config.preprocess)
+    options = DecodeOptions(beam, max_words, num_samples, top_p, temperature, seed=seed)
+    out: list = []
+    for i in range(0, len(images), batch_size):
+        out += caption_tensor(net, transform.batch(images[i:i + batch_size]), options)
+    return out

@@ -1,0 +1,41 @@
+"""Ensemble of parallel token-prediction heads tied to the word embeddings; distributions averaged at inference."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PredictionHead(nn.Module):
+    """BERT LM head: dense + GELU + LayerNorm, then the (tied) word-embedding matrix and a private bias."""
+
+    def __init__(self, hidden: int, vocab_size: int, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.norm = nn.LayerNorm(hidden, eps=eps)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.norm(F.gelu(self.dense(x))), word_embeddings, self.bias)
+
+
+class EnsembleHead(nn.Module):
+    """`num_heads` parallel heads on the same position; `log_probs` averages their probabilities."""
+
+    def __init__(self, hidden: int, vocab_size: int, num_heads: int = 3) -> None:
+        super().__init__()
+        if num_heads < 1:
+            raise ValueError(f"the ensemble head needs at least one head, got {num_heads}")
+        self.heads = nn.ModuleList(PredictionHead(hidden, vocab_size) for _ in range(num_heads))
+
+    def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """Per-head logits [num_heads, ..., vocab] (the training loss / distillation targets use each head)."""
+        return torch.stack([head(x, word_embeddings) for head in self.heads])
+
+    def log_probs(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """log of the mean of the heads' softmax distributions: [..., vocab]."""
+        logits = self(x, word_embeddings)
+        return torch.logsumexp(F.log_softmax(logits, dim=-1), dim=0) - math.log(len(self.heads))
