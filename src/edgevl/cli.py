@@ -68,10 +68,78 @@ def _run_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- world
+def _add_world(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(sub, "world", "make or look at the procedural image-caption world (no download)")
+    world_sub = p.add_subparsers(title="world commands", dest="world_command", metavar="WORLD_COMMAND")
+    p.set_defaults(func=lambda _args: p.print_help() or 0)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--split", default="train", choices=("train", "val", "test", "heldout"),
+                       help="which split; only heldout shows the held-out colour+shape combinations")
+        q.add_argument("--seed", type=int, default=0, help="world seed; same seed gives the same bytes")
+        q.add_argument("--size", type=int, default=64, help="image side in pixels")
+        q.add_argument("--noise", type=float, default=0.5, help="noisy-caption noise level in [0, 1]")
+        q.add_argument("--start", type=int, default=0, help="index of the first sample")
+
+    make = _subparser(world_sub, "make", "write a split as webdataset shards, a captions table or folders")
+    make.add_argument("--out", required=True, help="output directory (created if missing)")
+    make.add_argument("--n", type=int, required=True, help="number of samples")
+    common(make)
+    make.add_argument("--format", dest="fmt", default="wds",
+                      choices=("wds", "csv", "tsv", "jsonl", "parquet", "folder"),
+                      help="wds tar shards, a captions table (+ images/), or one folder per class of --task")
+    make.add_argument("--caption", default="noisy", choices=("noisy", "clean"),
+                      help="which caption becomes txt/title: the web-style one or the first clean one")
+    make.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard (wds)")
+    make.add_argument("--task", default="color_shape",
+                      help="zero-shot task of the .cls labels, class folders and classnames.txt")
+    make.add_argument("--workers", type=int, default=1, help="processes writing shards in parallel (wds)")
+    make.set_defaults(func=_run_world_make)
+
+    show = _subparser(world_sub, "show", "render a contact sheet PNG of samples with their captions")
+    show.add_argument("--out", default="world_sheet.png", help="PNG file to write")
+    show.add_argument("--n", type=int, default=12, help="number of samples")
+    common(show)
+    show.add_argument("--columns", type=int, default=4, help="samples per row")
+    show.add_argument("--scale", type=int, default=3, help="enlargement factor of each image (nearest)")
+    show.set_defaults(func=_run_world_show)
+
+
+def _run_world_make(args: argparse.Namespace) -> int:
+    from edgevl.data.world import make
+
+    manifest = make(args.out, args.n, split=args.split, seed=args.seed, fmt=args.fmt, size=args.size,
+                    noise=args.noise, caption=args.caption, shard_size=args.shard_size, task=args.task,
+                    start=args.start, workers=args.workers, progress=True)
+    print(f"wrote {manifest['n']} {args.split} samples ({args.fmt}) to {args.out}")
+    return 0
+
+
+def _run_world_show(args: argparse.Namespace) -> int:
+    import io
+    from pathlib import Path
+
+    from edgevl.data.world import contact_sheet, samples
+    from edgevl.data.world.writers import atomic_write_bytes
+    from edgevl.errors import ConfigError
+
+    if args.n < 1 or args.columns < 1 or args.scale < 1:
+        raise ConfigError(f"--n, --columns, --scale must be >= 1, got {args.n}, {args.columns}, {args.scale}")
+    sheet = contact_sheet(list(samples(args.n, args.split, args.seed, args.size, args.noise, args.start)),
+                          columns=args.columns, scale=args.scale)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    atomic_write_bytes(Path(args.out), buf.getvalue())
+    print(f"wrote {args.out} ({sheet.width}x{sheet.height})")
+    return 0
+
+
 # The order here is the order in `edgevl --help`.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
     _add_tokenize,
+    _add_world,
 ]
 
 

@@ -1,0 +1,237 @@
+"""Materialize a world split as webdataset shards, a captions table, or a class-per-folder image tree.
+
+Output is byte-identical for the same arguments: PNGs are encoded here with fixed settings, tar members get
+fixed mtime/uid/gid/mode, and every file is written under a temporary name and moved into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import struct
+import tarfile
+import zlib
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm import tqdm
+
+from edgevl import __version__
+from edgevl.data.world.sample import DEFAULT_NOISE, DEFAULT_SIZE, WorldSample, check_params, samples
+from edgevl.data.world.tasks import HEADLINE_TASK, ZeroShotTask, get_task
+from edgevl.errors import ConfigError, DataError
+
+FORMATS = ("wds", "csv", "tsv", "jsonl", "parquet", "folder")
+CAPTION_KINDS = ("noisy", "clean")
+MANIFEST = "world.json"
+_PROGRESS_MIN = 2000  # show a progress bar from this many samples on
+
+
+# -------------------------------------------------------------------------------------------- bytes
+def encode_png(image: Image.Image) -> bytes:
+    """Deterministic 8-bit RGB PNG (no filters, zlib level 6, no metadata chunks); fast for small images."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    width, height = image.size
+    raw = image.tobytes()
+    stride = 3 * width
+    rows = b"".join(b"\x00" + raw[y * stride : (y + 1) * stride] for y in range(height))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows, 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same directory and os.replace."""
+    tmp = _temp_path(path)
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """UTF-8 text version of atomic_write_bytes."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+def _title(sample: WorldSample, caption: str) -> str:
+    """The one caption a sample contributes as `txt`/`title`: the noisy one or its first clean caption."""
+    return sample.noisy if caption == "noisy" else sample.captions[0]
+
+
+# ------------------------------------------------------------------------------------ webdataset
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _write_shard(job: dict[str, Any]) -> int:
+    """Write one tar shard of samples [start, start+count); returns the sample count."""
+    path = Path(job["path"])
+    task = get_task(job["task"])
+    tmp = _temp_path(path)
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for s in samples(job["count"], job["split"], job["seed"], job["size"], job["noise"], job["start"]):
+            _add_member(tar, f"{s.key}.png", encode_png(s.image))
+            _add_member(tar, f"{s.key}.txt", _title(s, job["caption"]).encode("utf-8"))
+            _add_member(tar, f"{s.key}.cls", str(task.label(s.labels)).encode("ascii"))
+            _add_member(tar, f"{s.key}.json", _json_bytes(s.to_json()))
+    os.replace(tmp, path)
+    return job["count"]
+
+
+def _write_webdataset(out: Path, params: dict[str, Any], shard_size: int, workers: int, bar: tqdm) -> dict:
+    n = params["n"]
+    jobs = [
+        {**params, "path": str(out / f"{k:05d}.tar"), "start": params["start"] + lo,
+         "count": min(shard_size, n - lo)}
+        for k, lo in enumerate(range(0, n, shard_size))
+    ]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for count in pool.map(_write_shard, jobs):
+                bar.update(count)
+    else:
+        for job in jobs:
+            bar.update(_write_shard(job))
+    sizes = {Path(j["path"]).name: j["count"] for j in jobs}
+    atomic_write_text(out / "sizes.json", json.dumps(sizes, indent=1) + "\n")
+    atomic_write_text(out / "nshards.txt", f"{len(jobs)}\n")
+    return {"shards": f"{{00000..{len(jobs) - 1:05d}}}.tar", "sizes": sizes}
+
+
+# ---------------------------------------------------------------------------------------- table
+def _table_rows(out: Path, params: dict[str, Any], task: ZeroShotTask, bar: tqdm) -> Iterable[dict]:
+    image_dir = out / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for s in samples(params["n"], params["split"], params["seed"], params["size"], params["noise"],
+                     params["start"]):
+        atomic_write_bytes(image_dir / f"{s.key}.png", encode_png(s.image))
+        bar.update(1)
+        yield {
+            "filepath": f"images/{s.key}.png",
+            "title": _title(s, params["caption"]),
+            "id": s.id,
+            "label": task.label(s.labels),
+            "captions": json.dumps(s.captions, ensure_ascii=False),
+            "noisy": s.noisy,
+            "labels": json.dumps(s.labels, ensure_ascii=False, sort_keys=True),
+        }
+
+
+def _write_table(out: Path, params: dict[str, Any], fmt: str, task: ZeroShotTask, bar: tqdm) -> dict:
+    rows = list(_table_rows(out, params, task, bar))
+    path = out / f"{params['split']}.{fmt}"
+    if fmt in ("csv", "tsv"):
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), delimiter="," if fmt == "csv" else "\t",
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(path, buf.getvalue())
+    elif fmt == "jsonl":
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    else:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigError("--format parquet needs pyarrow: pip install 'edgevl[parquet]'") from None
+        tmp = _temp_path(path)
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        os.replace(tmp, path)
+    return {"table": path.name, "columns": list(rows[0])}
+
+
+# --------------------------------------------------------------------------------------- folder
+def class_dir_name(index: int, classname: str) -> str:
+    """'003_red_triangle': the index prefix keeps alphabetical order equal to class-index order."""
+    return f"{index:03d}_{classname.replace(' ', '_')}"
+
+
+def _write_folder(out: Path, params: dict[str, Any], task: ZeroShotTask, bar: tqdm) -> dict:
+    dirs = [out / class_dir_name(i, c) for i, c in enumerate(task.classnames)]
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    for s in samples(params["n"], params["split"], params["seed"], params["size"], params["noise"],
+                     params["start"]):
+        atomic_write_bytes(dirs[task.label(s.labels)] / f"{s.key}.png", encode_png(s.image))
+        bar.update(1)
+    return {"class_dirs": len(dirs)}
+
+
+# ----------------------------------------------------------------------------------------- entry
+def make(
+    out: str | os.PathLike,
+    n: int,
+    split: str = "train",
+    seed: int = 0,
+    fmt: str = "wds",
+    size: int = DEFAULT_SIZE,
+    noise: float = DEFAULT_NOISE,
+    caption: str = "noisy",
+    shard_size: int = 1000,
+    task: str = HEADLINE_TASK,
+    start: int = 0,
+    workers: int = 1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Write samples start..start+n-1 of (split, seed) to `out` in `fmt`; returns the manifest (world.json).
+
+    Every format also writes `classnames.txt` and `zeroshot_classification_templates.txt` for `task`.
+    """
+    check_params(split, seed, size, noise)
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown world format {fmt!r}; choose from {list(FORMATS)}")
+    if caption not in CAPTION_KINDS:
+        raise ConfigError(f"unknown caption kind {caption!r}; choose from {list(CAPTION_KINDS)}")
+    if n < 1 or start < 0:
+        raise DataError(f"need n >= 1 and start >= 0 samples, got n={n}, start={start}")
+    if shard_size < 1 or workers < 1:
+        raise ConfigError(f"shard size and workers must be >= 1, got {shard_size} and {workers}")
+    zs_task = get_task(task)
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"world output {str(root)!r} exists and is not a directory")
+    root.mkdir(parents=True, exist_ok=True)
+    params = {"n": n, "split": split, "seed": seed, "size": size, "noise": noise, "caption": caption,
+              "task": task, "start": start}
+    with tqdm(total=n, unit="img", desc=f"world {split}", disable=not progress or n < _PROGRESS_MIN) as bar:
+        if fmt == "wds":
+            extra = _write_webdataset(root, params, shard_size, workers, bar)
+        elif fmt == "folder":
+            extra = _write_folder(root, params, zs_task, bar)
+        else:
+            extra = _write_table(root, params, fmt, zs_task, bar)
+    atomic_write_text(root / "classnames.txt", "".join(c + "\n" for c in zs_task.classnames))
+    templates = "".join(t + "\n" for t in zs_task.templates)
+    atomic_write_text(root / "zeroshot_classification_templates.txt", templates)
+    manifest = {"generator": f"edgevl.data.world {__version__}", "format": fmt, **params, **extra}
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
