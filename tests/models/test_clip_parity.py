@@ -1,0 +1,151 @@
+"""Every tiny golden fixture model loads through the public factory and reproduces all its stored outputs."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from clip_fixture_models import ATOL, assert_close, fixture_path, io_tensors, register, requires
+
+import edgevl
+
+# v1 MCi submodule names (flat `network` list) -> edgevl module paths under `visual`
+_V1_MCI_MODULES = {
+    "patch_embed": "trunk.stem",
+    "network.0": "trunk.stages.0",
+    "network.1": "trunk.stages.1.downsample",
+    "network.2": "trunk.stages.1",
+    "network.3": "trunk.stages.2.downsample",
+    "network.4": "trunk.stages.2",
+    "network.5": "trunk.stages.3.downsample",
+    "network.6": "trunk.stages.3.pos_emb",
+    "network.7": "trunk.stages.3",
+    "conv_exp": "trunk.final_conv",
+}
+_TEXT_MODULES = {"ln_final": "ln_final", "final_layer_norm": "ln_final"}
+
+
+@contextlib.contextmanager
+def _non_causal(model):
+    causal = model.text.causal
+    model.text.causal = False
+    try:
+        yield
+    finally:
+        model.text.causal = causal
+
+
+def _captured(module: torch.nn.Module, run) -> torch.Tensor:
+    out = {}
+    handle = module.register_forward_hook(lambda _m, _i, o: out.setdefault("y", o))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return out["y"]
+
+
+def _text_module(model, name: str) -> torch.nn.Module:
+    if name in _TEXT_MODULES:
+        return model.text.get_submodule(_TEXT_MODULES[name])
+    index = int(name.rsplit(".", 1)[1])
+    return model.text.transformer.resblocks[index]
+
+
+def compute(model, io: dict, name: str) -> torch.Tensor:
+    """The edgevl value for one reference output name (without its train./reparam. prefix)."""
+    tokens = io["input.text_tokens"]
+    if name.startswith("forward."):
+        img, txt, scale = model(io["input.image_a"], tokens)
+        return {"image_features_a": img, "text_features": txt}.get(name.split(".")[1], scale)
+    if name in ("image_emb_a", "image_emb_b"):
+        return model.encode_image(io[f"input.image_{name[-1]}"])
+    if name.startswith("image_featmap_"):
+        return model.visual.trunk.forward_features(io[f"input.image_{name[-1]}"])
+    if name.startswith("text_emb"):
+        ids = io["input.text_tokens_ctx32"] if "ctx32" in name else tokens
+        with _non_causal(model) if name.endswith("noncausal") else contextlib.nullcontext():
+            return model.encode_text(ids)
+    if name in ("inter.text.embeddings", "inter.text.embedding_dropout"):
+        return model.text.embed(tokens)
+    if name.startswith("inter.text."):
+        module = _text_module(model, name[len("inter.text.") :])
+        return _captured(module, lambda: model.encode_text(tokens))
+    if name.startswith("inter.image_"):
+        image = io[f"input.image_{name[len('inter.image_')]}"]
+        sub = name.split(".", 2)[2]
+        module = model.visual.get_submodule(_V1_MCI_MODULES.get(sub, sub))
+        return _captured(module, lambda: model.encode_image(image))
+    raise KeyError(f"no edgevl computation for reference output {name!r}")
+
+
+MCI_MODELS = ["mobileclip_s0_tiny", "oc_mobileclip2_s0_tiny", "oc_mobileclip2_s3_tiny"]
+
+
+def _check_all(model, io: dict, prefix: str) -> int:
+    names = [k[len(prefix) + 1 :] for k in io if k.startswith(prefix + ".")]
+    assert names, f"no reference outputs under {prefix!r}"
+    with torch.no_grad():
+        for name in names:
+            expected = io[f"{prefix}.{name}"]
+            # image-tower feature maps reach |x| ~ 20: compare them at float32 noise level (2e-6 relative)
+            atol = max(ATOL, 2e-6 * expected.abs().max().item()) if name.startswith("inter.image") else ATOL
+            assert_close(compute(model, io, name), expected, f"{prefix}.{name}", atol)
+    return len(names)
+
+
+@pytest.mark.parametrize("name", MCI_MODELS)
+@pytest.mark.parametrize("weights", ["train", "reparam"])
+def test_mci_fixture_reproduces_all_outputs(tmp_path, name, weights):
+    model = edgevl.create_model(register(name, tmp_path), pretrained=fixture_path(name, weights))
+    assert not model.training
+    assert _check_all(model, io_tensors(name), weights) >= 8
+
+
+@pytest.mark.parametrize("name", MCI_MODELS)
+def test_folding_train_weights_reproduces_reparam_outputs(tmp_path, name):
+    model = edgevl.create_model(
+        register(name, tmp_path), pretrained=fixture_path(name, "train"), reparameterize=True
+    )
+    assert any("reparam_conv" in k for k in model.state_dict())
+    assert _check_all(model, io_tensors(name), "reparam") >= 8
+
+
+@pytest.mark.parametrize("quick_gelu", [False, True])
+def test_openai_vit_teacher_fixture(tmp_path, quick_gelu):
+    requires("edgevl.models.vit")
+    name = "oc_clip_vit_tiny"
+    changes = {"quick_gelu": True} if quick_gelu else {}
+    model = edgevl.create_model(register(name, tmp_path, **changes), pretrained=fixture_path(name, "train"))
+    io = io_tensors(name)
+    prefix = "train_quickgelu" if quick_gelu else "train"
+    skip = ("image_tokens", "inter.image")  # image-tower internals are checked by the ViT tests
+    names = [k[len(prefix) + 1 :] for k in io if k.startswith(prefix + ".")]
+    with torch.no_grad():
+        for n in names:
+            if not n.startswith(skip):
+                assert_close(compute(model, io, n), io[f"{prefix}.{n}"], f"{prefix}.{n}")
+
+
+def test_forward_logit_scale_is_clamped_at_100(tmp_path):
+    # mobileclip_s0_tiny stores logit_scale 4.8 (exp 121.5); the reference forward returns 100
+    name = "mobileclip_s0_tiny"
+    model = edgevl.create_model(register(name, tmp_path), pretrained=fixture_path(name, "train"))
+    assert model.logit_scale.exp().item() > 121
+    assert model.scale().item() == pytest.approx(100.0)
+
+
+def test_output_dict(tmp_path):
+    name = "oc_mobileclip2_s0_tiny"
+    model = edgevl.create_model(
+        register(name, tmp_path), pretrained=fixture_path(name, "train"), output_dict=True
+    )
+    io = io_tensors(name)
+    with torch.no_grad():
+        out = model(image=io["input.image_a"], text=io["input.text_tokens"])
+        text_only = model(text=io["input.text_tokens"])
+    assert set(out) == {"image_features", "text_features", "logit_scale"}
+    assert_close(out["image_features"], io["train.forward.image_features_a"], "image_features")
+    assert_close(out["logit_scale"], io["train.forward.logit_scale_exp"], "logit_scale")
+    assert text_only["image_features"] is None
