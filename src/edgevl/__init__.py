@@ -29,6 +29,7 @@ _LAZY = {
     "load_image": "edgevl.data.transforms",
     "PreprocessCfg": "edgevl.data.transforms",
     "ImageTransform": "edgevl.data.transforms",
+    "open_dataset": "edgevl.data.readers",
     "EdgevlError": "edgevl.errors",
     "ImageLoadError": "edgevl.errors",
     "CheckpointError": "edgevl.errors",

@@ -135,11 +135,44 @@ def _run_world_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------- data-check
+def _add_data_check(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(
+        sub,
+        "data-check",
+        "read a dataset given by a reader spec, report its size and every skipped sample",
+        "Reads every sample (decoding images) of e.g. wds:/data/{000..009}.tar, csv:train.csv,\n"
+        "coco:captions_val2014.json?images=/coco/val2014, folder:/data/val; see docs/data.md.",
+    )
+    p.add_argument("spec", help="reader spec: [kind:]path[?option=value&...]")
+    p.add_argument("--limit", type=int, default=0, help="stop after this many good samples (0: read all)")
+    p.add_argument("--show", type=int, default=3, help="print the key and caption/label of the first N samples")
+    p.add_argument("--skip-log", default=None, help="directory for the JSONL log of skipped samples")
+    p.add_argument("--strict", action="store_true", help="stop with an error at the first bad sample")
+    p.set_defaults(func=_run_data_check)
+
+
+def _run_data_check(args: argparse.Namespace) -> int:
+    from edgevl.data.readers import open_dataset
+
+    ds = open_dataset(args.spec, strict=args.strict, skip_log_dir=args.skip_log)
+    count = 0
+    for sample in ds:
+        if count < args.show:
+            print(f"{sample.key}\t{sample.caption if sample.label is None else sample.label}")
+        count += 1
+        if count == args.limit:
+            break
+    print(f"read {count} samples from {args.spec}; {ds.skip_log.summary()}")
+    return 0
+
+
 # The order here is the order in `edgevl --help`.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
     _add_tokenize,
     _add_world,
+    _add_data_check,
 ]
 
 

@@ -16,8 +16,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from torch.utils.data import DataLoader
 
-from edgevl.data.readers import Sample, SkipLog, WebDatasetReader, merge_skip_logs, open_dataset
+from edgevl.data.readers import (
+    Sample,
+    SkipLog,
+    WebDatasetReader,
+    collate_samples,
+    merge_skip_logs,
+    open_dataset,
+)
 from edgevl.data.readers.base import format_skip_summary
 from edgevl.data.transforms import load_image
 from edgevl.errors import DataError, ImageLoadError
@@ -94,6 +102,9 @@ def test_strict_mode_raises_data_error_naming_the_sample(tmp_path):
     (tmp_path / "0.tar").write_bytes(tar_bytes(GOOD + BAD))
     with pytest.raises(DataError, match=r"0\.tar: sample 'zero': file is empty \(bad_image\)"):
         list(open_dataset(f"{tmp_path}/0.tar", strict=True))
+    loader = DataLoader(open_dataset(f"{tmp_path}/0.tar", strict=True), num_workers=1, collate_fn=collate_samples)
+    with pytest.raises(DataError, match="sample 'zero'"):  # crosses the worker boundary as DataError
+        list(loader)
     (tmp_path / "1.tar").write_bytes(b"\x00garbage" * 100)
     with pytest.raises(DataError, match="corrupt_shard"):
         list(WebDatasetReader(tmp_path / "1.tar", skip_log=SkipLog(strict=True)))
