@@ -224,3 +224,16 @@ def test_fuzz_tar_reader_damaged_shard(cut, at, patch, strict):
 @given(st.binary(max_size=3000), st.booleans())
 def test_fuzz_tar_reader_garbage(data, strict):
     assert read_all(data, strict) == []
+
+
+def test_data_check_command(tmp_path, capsys):
+    from edgevl.cli import main
+
+    (tmp_path / "0.tar").write_bytes(tar_bytes(GOOD + BAD))
+    assert main(["data-check", f"{tmp_path}/0.tar", "--show", "1", "--skip-log", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "good0\ta good caption"
+    assert out[-1].startswith(f"read 2 samples from {tmp_path}/0.tar; skipped 8 samples: 4 bad_image")
+    assert sum(merge_skip_logs(tmp_path / "s").values()) == 8
+    assert main(["data-check", f"{tmp_path}/0.tar", "--strict"]) == 2
+    assert "sample 'zero': file is empty" in capsys.readouterr().err
