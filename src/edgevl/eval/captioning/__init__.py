@@ -1,0 +1,35 @@
+"""Caption metrics equal to pycocoevalcap 1.2: BLEU-1..4, METEOR (Java), ROUGE-L, CIDEr-D; SPICE unavailable.
+
+Also a PTB-style tokenizer that needs no Java and `CiderD`, a vectorised CIDEr-D with fixed document
+frequencies for self-critical (SCST) rewards.
+"""
+
+from edgevl.eval.captioning.bleu import bleu
+from edgevl.eval.captioning.cider import CiderD, cider_d
+from edgevl.eval.captioning.evaluate import (
+    METRIC_NAMES,
+    evaluate_captions,
+    load_references,
+    load_results,
+    results_to_dict,
+    save_scores,
+)
+from edgevl.eval.captioning.meteor import MetricUnavailableError, meteor
+from edgevl.eval.captioning.ptb_tokenizer import ptb_tokenize
+from edgevl.eval.captioning.rouge import rouge_l
+
+__all__ = [
+    "METRIC_NAMES",
+    "CiderD",
+    "MetricUnavailableError",
+    "bleu",
+    "cider_d",
+    "evaluate_captions",
+    "load_references",
+    "load_results",
+    "meteor",
+    "ptb_tokenize",
+    "results_to_dict",
+    "rouge_l",
+    "save_scores",
+]
