@@ -167,12 +167,57 @@ def _run_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------- eval-captions
+def _add_eval_captions(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(
+        sub,
+        "eval-captions",
+        "score captions with BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (coco-caption numbers)",
+        "Score a COCO results file against reference captions, as coco-caption does (PTB-style tokenization,\n"
+        "then BLEU-1..4, METEOR if Java is available, ROUGE-L, CIDEr-D; SPICE is reported unavailable).\n"
+        "Only the images in the results are scored.",
+    )
+    p.add_argument("--results", required=True, help="COCO results JSON: [{image_id, caption}] or {id: caption}")
+    p.add_argument(
+        "--annotations",
+        required=True,
+        help="references: COCO captions annotation file, Karpathy dataset_*.json, or {id: [captions]}",
+    )
+    p.add_argument("--output", default=None, help="also write the scores to this JSON file")
+    p.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts Java, 10-40 s)")
+    p.add_argument("--no-tokenize", action="store_true", help="captions are already tokenized: only split them")
+    p.add_argument("--per-image", action="store_true", help="include per-image scores in the --output file")
+    p.set_defaults(func=_run_eval_captions)
+
+
+def _run_eval_captions(args: argparse.Namespace) -> int:
+    from edgevl.eval.captioning import evaluate_captions, load_references, load_results, save_scores
+
+    scores = evaluate_captions(
+        load_references(args.annotations),
+        load_results(args.results),
+        tokenize=not args.no_tokenize,
+        use_meteor=not args.no_meteor,
+        per_image=args.per_image,
+    )
+    print(f"images scored: {scores['num_images']}")
+    for name, reason in scores["unavailable"].items():
+        print(f"{name}: unavailable ({reason})")
+    for name in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE"):
+        if scores[name] is not None:
+            print(f"{name:8s} {scores[name]:.4f}")
+    if args.output:
+        save_scores(scores, args.output)
+    return 0
+
+
 # The order here is the order in `edgevl --help`.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
     _add_tokenize,
     _add_world,
     _add_data_check,
+    _add_eval_captions,
 ]
 
 
