@@ -30,6 +30,8 @@ _LAZY = {
     "PreprocessCfg": "edgevl.data.transforms",
     "ImageTransform": "edgevl.data.transforms",
     "open_dataset": "edgevl.data.readers",
+    "evaluate_captions": "edgevl.eval.captioning",
+    "CiderD": "edgevl.eval.captioning",
     "EdgevlError": "edgevl.errors",
     "ImageLoadError": "edgevl.errors",
     "CheckpointError": "edgevl.errors",
