@@ -1,0 +1,143 @@
+"""Training checkpoints: `runs/<name>/checkpoints/step_<k>/{model.safetensors, ema.safetensors, state.pt}`.
+
+Weights are safetensors; `state.pt` holds the optimizer, step, RNG states and data positions of every rank as
+plain tensors/dicts, read back with `torch.load(weights_only=True)`. A checkpoint is written into a temporary
+folder next to the final one and renamed into place, so a crash or a full disk mid-write leaves the previous
+checkpoints untouched; after a successful save only the newest `keep_last` are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from edgevl.errors import CheckpointError
+
+CHECKPOINT_DIR = "checkpoints"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE_FILE = "state.pt"
+_STEP_RE = re.compile(r"^step_(\d+)$")
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors wants contiguous, unshared CPU tensors
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Completed checkpoint folders of a run, oldest first (temporary folders are ignored)."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_RE.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    model_state: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    ema_state: dict[str, torch.Tensor] | None = None,
+    keep_last: int = 3,
+) -> Path:
+    """Atomically write checkpoint `step_<step>` and prune older ones; returns its folder."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step}"
+    tmp = root / f".tmp-step_{step}-{os.getpid()}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file(_tensors(model_state), str(tmp / MODEL_FILE))
+        if ema_state is not None:
+            save_file(_tensors(ema_state), str(tmp / EMA_FILE))
+        with open(tmp / STATE_FILE, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving a step (e.g. after a NaN stop): swap the old folder out first
+            old = root / f".old-step_{step}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(root)
+    except (OSError, RuntimeError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = [p.name for p in list_checkpoints(run_dir)]
+        kept = f"; kept {previous[-1]}" if previous else ""
+        raise CheckpointError(f"could not write checkpoint step_{step} in {root} ({exc}){kept}") from exc
+    for old in list_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint folder for `--resume`: 'latest' (None if the run has none yet) or a folder path."""
+    if resume == "latest":
+        found = list_checkpoints(run_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if path.is_dir() and not (path / STATE_FILE).is_file():
+        found = list_checkpoints(path)  # a run folder
+        if found:
+            return found[-1]
+    if not (path / MODEL_FILE).is_file() or not (path / STATE_FILE).is_file():
+        raise CheckpointError(f"--resume {resume!r} is not a checkpoint folder (needs {MODEL_FILE} and {STATE_FILE})")
+    return path
+
+
+def load_training_checkpoint(path: str | os.PathLike) -> tuple[dict, dict | None, dict]:
+    """(model state, EMA state or None, training state) of a checkpoint folder."""
+    path = Path(path)
+    try:
+        model_state = load_file(str(path / MODEL_FILE))
+        ema_state = load_file(str(path / EMA_FILE)) if (path / EMA_FILE).is_file() else None
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+    return model_state, ema_state, state
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) generator states as plain, weights_only-loadable values."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
