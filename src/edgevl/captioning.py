@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from edgevl.data.transforms import ImageSource, ImageTransform
-from edgevl.errors import EdgevlError
+from edgevl.errors import ConfigError, EdgevlError
 from edgevl.models.lightcap.decoding import Hypothesis, beam_search, greedy_decode, sample_nucleus
 from edgevl.models.lightcap.model import LightCap, create_lightcap
 
@@ -47,7 +47,7 @@ def caption_tensor(model: LightCap, pixels: torch.Tensor, options: DecodeOptions
                    ) -> list[str] | list[list[str]]:
     """Captions of a preprocessed batch [B, 3, S, S]; a list of `num_samples` texts per image when sampling."""
     if options.max_words < 1:
-        raise EdgevlError(f"max_words must be at least 1, got {options.max_words}")
+        raise ConfigError(f"max_words must be at least 1, got {options.max_words}")
     max_new = min(options.max_words, model.max_new_tokens)  # one word = one token; longer captions end truncated
     state = model.start(pixels)
     batch = pixels.shape[0]

@@ -73,6 +73,9 @@ class CLIPResNetTrunk(nn.Module):
             setattr(self, f"layer{index}", nn.Sequential(*blocks))
         self.out_channels = channels
         self.reduction = 32
+        for module in self.modules():  # He init keeps activations alive through an untrained trunk
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
