@@ -167,6 +167,125 @@ def _run_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------ embed / classify
+def _add_model_flags(p: argparse.ArgumentParser, default_model: str = "MobileCLIP-S2") -> None:
+    p.add_argument("--model", default=default_model, help="registered model config name (see `edgevl info`)")
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        help="weights: a checkpoint file (.pt/.bin/.safetensors, any supported layout) or a model folder; "
+        "without it the model has random weights",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="images or texts per forward pass")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def _load_for_inference(args: argparse.Namespace):
+    import torch
+
+    import edgevl
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.pretrained is None:
+        print(f"edgevl: warning: no --pretrained given, {args.model} has random weights", file=sys.stderr)
+    model, _, preprocess = edgevl.create_model_and_transforms(args.model, pretrained=args.pretrained)
+    model = edgevl.reparameterize(model)
+    return model, preprocess, edgevl.get_tokenizer(args.model)
+
+
+def _report_skipped(skipped: list[tuple[str, str]]) -> None:
+    for key, reason in skipped:
+        print(f"edgevl: skipped {key}: {reason}", file=sys.stderr)
+    if skipped:
+        print(f"edgevl: {len(skipped)} image(s) skipped", file=sys.stderr)
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(
+        sub,
+        "embed",
+        "embed images or texts into a .npy/.safetensors matrix (+ a .keys.json listing the rows)",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", nargs="+", help="image files and/or folders (searched recursively)")
+    src.add_argument("--texts", nargs="+", help="texts to embed (quote each)")
+    src.add_argument("--texts-file", help="a UTF-8 file with one text per line")
+    p.add_argument("--out", required=True, help="output file ending in .npy or .safetensors")
+    p.add_argument("--no-normalize", action="store_true", help="store raw embeddings instead of L2-normalized")
+    _add_model_flags(p)
+    p.set_defaults(func=_run_embed)
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgevl.inference import embed_images, embed_texts, expand_image_paths, save_embeddings
+
+    model, preprocess, tokenizer = _load_for_inference(args)
+    normalize = not args.no_normalize
+    if args.images:
+        paths = expand_image_paths(args.images)
+        emb = embed_images(model, preprocess, paths, batch_size=args.batch_size, normalize=normalize, progress=True)
+        _report_skipped(emb.skipped)
+    else:
+        texts = args.texts or [t for t in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if t]
+        emb = embed_texts(model, tokenizer, texts, batch_size=args.batch_size, normalize=normalize, progress=True)
+    out = save_embeddings(emb, args.out)
+    print(f"wrote {tuple(emb.vectors.shape)} embeddings to {out} (row keys in {out.name}.keys.json)")
+    return 0
+
+
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(sub, "classify", "zero-shot classify images against a list of labels")
+    p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    labels = p.add_mutually_exclusive_group(required=True)
+    labels.add_argument("--labels", help="comma-separated class names, e.g. 'cat,dog,red car'")
+    labels.add_argument("--labels-file", help="class names: one per line, or a JSON list")
+    p.add_argument(
+        "--templates",
+        default="photo",
+        help="prompt template set (name, photo, photo-ensemble, world) or a file with one '{}' template per line",
+    )
+    p.add_argument("--top-k", type=int, default=3, help="labels shown per image")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
+    _add_model_flags(p)
+    p.set_defaults(func=_run_classify)
+
+
+def _run_classify(args: argparse.Namespace) -> int:
+    import json
+
+    from edgevl.eval.templates import get_templates, read_classnames
+    from edgevl.inference import classify_images, expand_image_paths
+
+    if args.labels is not None:
+        names = [x.strip() for x in args.labels.split(",") if x.strip()]
+    else:
+        names = read_classnames(args.labels_file)
+    if not names:
+        raise ValueError("--labels is empty")
+    model, preprocess, tokenizer = _load_for_inference(args)
+    preds, skipped = classify_images(
+        model,
+        preprocess,
+        tokenizer,
+        expand_image_paths(args.images),
+        names,
+        get_templates(args.templates),
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+    )
+    for pred in preds:
+        if args.json:
+            print(json.dumps({"image": pred.key, "labels": pred.labels, "probs": pred.probs}, ensure_ascii=False))
+        else:
+            ranked = ", ".join(f"{label} {prob:.3f}" for label, prob in zip(pred.labels, pred.probs))
+            print(f"{pred.key}: {ranked}")
+    _report_skipped(skipped)
+    return 0 if preds else 2
+
+
 # -------------------------------------------------------------------------------- eval-captions
 def _add_eval_captions(sub: argparse._SubParsersAction) -> None:
     p = _subparser(
@@ -211,13 +330,64 @@ def _run_eval_captions(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- augment
+def _add_augment(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(
+        sub,
+        "augment",
+        "sample DataCompDR augmentations of an image, or replay the records of a paug.json, as PNGs",
+    )
+    p.add_argument("image", help="original image file")
+    p.add_argument("--out", required=True, help="folder for aug_XX.png (and paug.json when sampling)")
+    p.add_argument("--paug", help="paug.json to replay (list or string form); without it, records are sampled")
+    p.add_argument("--num", type=int, default=8, help="number of augmentations to sample")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
+    p.add_argument("--size", type=int, default=224, help="output size (a student replays at its own size)")
+    p.add_argument("--interpolation", default="bicubic", help="resize filter: bicubic, bilinear, ...")
+    p.set_defaults(func=_run_augment)
+
+
+def _run_augment(args: argparse.Namespace) -> int:
+    import io
+    from pathlib import Path
+
+    import torch
+
+    from edgevl.data import augment
+    from edgevl.data.transforms import load_image
+    from edgevl.data.world.writers import atomic_write_bytes, atomic_write_text
+    from edgevl.errors import ConfigError
+
+    img = load_image(args.image)
+    cfg = augment.AugmentConfig(size=args.size, interpolation=args.interpolation)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.paug:
+        records = augment.decode_paug(Path(args.paug).read_bytes())
+    else:
+        if args.num < 1:
+            raise ConfigError(f"--num must be >= 1, got {args.num}")
+        gen = torch.Generator().manual_seed(args.seed)
+        records = [augment.sample_record(img.width, img.height, cfg, gen) for _ in range(args.num)]
+        atomic_write_text(out / "paug.json", augment.encode_paug(records))
+    for k, record in enumerate(records):
+        buf = io.BytesIO()
+        augment.replay(img, record, cfg.size, cfg.interpolation).save(buf, format="PNG")
+        atomic_write_bytes(out / f"aug_{k:02d}.png", buf.getvalue())
+    print(f"wrote {len(records)} augmentations of {args.image} to {out}")
+    return 0
+
+
 # The order here is the order in `edgevl --help`.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
     _add_tokenize,
+    _add_embed,
+    _add_classify,
     _add_world,
     _add_data_check,
     _add_eval_captions,
+    _add_augment,
 ]
 
 

@@ -1,0 +1,171 @@
+"""Batched inference helpers behind `edgevl embed` and `edgevl classify`: embed images or texts, classify images.
+
+Unreadable images are skipped and reported, never fatal; outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from edgevl.data.transforms import load_image
+from edgevl.errors import EdgevlError, ImageLoadError
+from edgevl.eval.zeroshot import build_zero_shot_classifier
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass
+class Embeddings:
+    """Embeddings of the items that could be read, in input order, and the items that were skipped."""
+
+    vectors: torch.Tensor
+    keys: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def expand_image_paths(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given; folders expanded recursively to their image files (sorted)."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()))
+        else:
+            paths.append(p)
+    if not paths:
+        raise EdgevlError("no images given (folders contained no image files)")
+    return paths
+
+
+@torch.inference_mode()
+def embed_images(
+    model: nn.Module,
+    preprocess: Callable,
+    images: Sequence[str | os.PathLike],
+    *,
+    batch_size: int = 32,
+    normalize: bool = True,
+    progress: bool = False,
+) -> Embeddings:
+    """Encode image files in batches; unreadable files are skipped and listed with the reason."""
+    vectors, keys, skipped = [], [], []
+    batch: list[torch.Tensor] = []
+    batch_keys: list[str] = []
+
+    def flush() -> None:
+        if batch:
+            vectors.append(model.encode_image(torch.stack(batch), normalize=normalize).float())
+            keys.extend(batch_keys)
+            batch.clear()
+            batch_keys.clear()
+
+    for path in tqdm(images, desc="images", unit="img", disable=not progress):
+        try:
+            batch.append(preprocess(load_image(path)))
+            batch_keys.append(str(path))
+        except ImageLoadError as exc:
+            skipped.append((str(path), exc.reason))
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    dim = vectors[0].shape[1] if vectors else 0
+    return Embeddings(torch.cat(vectors) if vectors else torch.empty(0, dim), keys, skipped)
+
+
+@torch.inference_mode()
+def embed_texts(
+    model: nn.Module,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    texts: Sequence[str],
+    *,
+    batch_size: int = 256,
+    normalize: bool = True,
+    progress: bool = False,
+) -> Embeddings:
+    """Encode texts in batches."""
+    if not texts:
+        raise EdgevlError("no texts given")
+    chunks = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="texts", disable=not progress):
+        chunks.append(model.encode_text(tokenizer(list(texts[start : start + batch_size])), normalize=normalize))
+    return Embeddings(torch.cat(chunks).float(), list(texts))
+
+
+@dataclass
+class Prediction:
+    key: str
+    labels: list[str]
+    probs: list[float]
+
+
+@torch.inference_mode()
+def classify_images(
+    model: nn.Module,
+    preprocess: Callable,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    images: Sequence[str | os.PathLike],
+    labels: Sequence[str],
+    templates: Sequence[str],
+    *,
+    top_k: int = 3,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> tuple[list[Prediction], list[tuple[str, str]]]:
+    """Zero-shot top-k labels with softmax probabilities (at the model's logit scale) for each readable image."""
+    classifier = build_zero_shot_classifier(model, tokenizer, labels, templates)
+    emb = embed_images(model, preprocess, images, batch_size=batch_size, progress=progress)
+    if not emb.keys:
+        return [], emb.skipped
+    scale = model.logit_scale.exp().clamp(max=100).item() if hasattr(model, "logit_scale") else 100.0
+    probs = (scale * emb.vectors @ classifier).softmax(dim=-1)
+    k = min(top_k, len(labels))
+    top = probs.topk(k, dim=-1)
+    preds = [
+        Prediction(key, [labels[j] for j in idx.tolist()], [round(p, 6) for p in val.tolist()])
+        for key, idx, val in zip(emb.keys, top.indices, top.values)
+    ]
+    return preds, emb.skipped
+
+
+def save_embeddings(emb: Embeddings, out: str | os.PathLike) -> Path:
+    """Write vectors to `.npy` or `.safetensors` (by suffix) plus `<out>.keys.json`, each atomically."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lower()
+    if suffix not in (".npy", ".safetensors"):
+        raise EdgevlError(f"output {out} must end in .npy or .safetensors")
+
+    def write(path: Path, writer: Callable[[str], None]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            writer(tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    if suffix == ".npy":
+        def write_npy(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, emb.vectors.numpy())
+
+        write(out, write_npy)
+    else:
+        from safetensors.torch import save_file
+
+        write(out, lambda tmp: save_file({"embeddings": emb.vectors.contiguous()}, tmp))
+    meta = {"keys": emb.keys, "skipped": [{"key": k, "reason": r} for k, r in emb.skipped]}
+    keys_path = out.with_name(out.name + ".keys.json")
+    write(keys_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, ensure_ascii=False, indent=1)))
+    return out
