@@ -31,7 +31,7 @@ from edgevl.data.world import (
     tasks,
 )
 from edgevl.data.world.captions import DROP_RATE, WRONG_RATE
-from edgevl.data.world.writers import class_dir_name
+from edgevl.data.world.writers import class_dir_name, tar_member
 from edgevl.errors import ConfigError, DataError
 
 
@@ -232,6 +232,20 @@ def test_encode_png_round_trips_and_is_deterministic() -> None:
     back = Image.open(io.BytesIO(data))
     assert back.mode == "RGB" and np.array_equal(np.asarray(back), arr)
     assert encode_png(Image.fromarray(arr, "RGB")) == data
+
+
+def test_tar_writer_matches_tarfile_ustar() -> None:
+    members = [("a-1.png", b"\x89PNG..."), ("a-1.json", b'{"x": 1}' * 100), ("a-2.txt", b"")]
+    ref = io.BytesIO()
+    with tarfile.open(fileobj=ref, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    ours = b"".join(tar_member(name, data) for name, data in members)
+    assert ref.getvalue()[: len(ours)] == ours
+    assert len(ref.getvalue()) % 10240 == 0
 
 
 def test_webdataset_shards_round_trip_and_are_byte_identical(tmp_path: Path) -> None:

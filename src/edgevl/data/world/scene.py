@@ -176,14 +176,13 @@ def _pattern_shade(rgb: tuple[int, int, int]) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _tiles(size: int) -> dict[tuple[str, str], Image.Image]:
-    """Full-canvas RGB tiles for every (color, texture), pasted through shape masks."""
+    """Full-canvas RGB tiles for every (color, pattern texture); render cuts an object's box out of one."""
     yy, xx = np.mgrid[0:size, 0:size]
     stripe = max(2, size // 16)
     check = max(2, size // 12)
     period = max(4, size // 10)
     dot_r2 = (period * 0.3) ** 2
     patterns = {
-        "solid": np.zeros((size, size), dtype=bool),
         "striped": ((xx + yy) // stripe) % 2 == 1,
         "checkered": ((xx // check) + (yy // check)) % 2 == 1,
         "dotted": ((xx % period) - period / 2 + 0.5) ** 2 + ((yy % period) - period / 2 + 0.5) ** 2 <= dot_r2,
@@ -192,8 +191,8 @@ def _tiles(size: int) -> dict[tuple[str, str], Image.Image]:
     for name, rgb in COLORS.items():
         base = np.array(rgb, dtype=np.float32)
         shade = _pattern_shade(rgb)
-        for texture in TEXTURES:
-            arr = np.where(patterns[texture][..., None], shade, base)
+        for texture, pattern in patterns.items():
+            arr = np.where(pattern[..., None], shade, base)
             tiles[(name, texture)] = Image.fromarray(np.rint(arr).astype(np.uint8), "RGB")
     return tiles
 
@@ -227,13 +226,17 @@ def render(labels: Labels, size: int) -> Image.Image:
     canvas = _backgrounds(size)[(labels["background"], labels["background_tint"])].copy()
     tiles = _tiles(size)
     for obj in reversed(labels["objects"]):  # primary (index 0) last, on top
-        x0, y0, x1, y1 = obj["bbox"]
-        mask = Image.new("L", (size, size), 0)
+        box = tuple(obj["bbox"])
+        w, h = box[2] - box[0], box[3] - box[1]
+        mask = Image.new("L", (w, h), 0)
         draw = ImageDraw.Draw(mask)
         if obj["shape"] == "circle":
-            draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=255)
+            draw.ellipse((0, 0, w - 1, h - 1), fill=255)
         else:
-            cx, cy, r = (x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2, (x1 - x0) / 2
+            cx, cy, r = (w - 1) / 2, (h - 1) / 2, w / 2
             draw.polygon([(cx + r * px, cy + r * py) for px, py in _UNIT_POLYGONS[obj["shape"]]], fill=255)
-        canvas.paste(tiles[(obj["color"], obj["texture"])], (0, 0), mask)
+        if obj["texture"] == "solid":
+            canvas.paste(COLORS[obj["color"]], box, mask)
+        else:
+            canvas.paste(tiles[(obj["color"], obj["texture"])].crop(box), box, mask)
     return canvas
