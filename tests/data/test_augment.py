@@ -349,3 +349,20 @@ def test_dataset_seeded_sampling_independent_of_workers() -> None:
     assert len({json.dumps(r) for _, r in single}) == 5
     with pytest.raises(DataError, match="5 images but 2 augmentation records"):
         A.AugmentDataset(imgs, records=[[None, None]] * 2)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_samples_then_replays_string_form(tmp_path: Path, replay_dir: Path, entries: list[dict]) -> None:
+    from edgevl.cli import main
+
+    image = str(replay_dir / entries[0]["image"])
+    assert main(["augment", image, "--out", str(tmp_path / "s"), "--num", "2", "--seed", "3"]) == 0
+    records = A.decode_paug((tmp_path / "s" / "paug.json").read_text())
+    gen = torch.Generator().manual_seed(3)
+    assert records == [A.sample_record(320, 240, generator=gen) for _ in range(2)]
+    (tmp_path / "paug.json").write_text(entries[0]["paug_json_string_form"])
+    assert main(["augment", image, "--out", str(tmp_path / "r"), "--paug", str(tmp_path / "paug.json")]) == 0
+    expected = np.load(replay_dir / "replay_224.npz")
+    for k in (0, 11):
+        got = np.asarray(Image.open(tmp_path / "r" / f"aug_{k:02d}.png"))
+        np.testing.assert_array_equal(got, expected[f"img0_rec{k:02d}"])
