@@ -95,21 +95,23 @@ class CiderD:
         num_docs = 0
         for image_refs in corpus:
             for ref in image_refs:
-                sentences.append(self._encode(_words(ref), self._vocab))
+                sentences.append(_words(ref))
                 images.append(num_docs)
             num_docs += 1
         if num_docs == 0:
             raise DataError("CiderD needs a non-empty reference corpus to compute document frequencies")
         self.num_documents = num_docs
         self.log_docs = math.log(num_docs)
-        sent, keys, _ = self._ngram_keys(sentences)
+        sent, keys, _ = self._ngram_keys(*self._encode(sentences, self._vocab))
         image = np.asarray(images, dtype=np.int64)[sent]
         order = np.lexsort((keys, image))
         image, keys = image[order], keys[order]
         first_in_image = np.ones(len(keys), dtype=bool)
         first_in_image[1:] = (image[1:] != image[:-1]) | (keys[1:] != keys[:-1])
-        self._corpus_keys, doc_freq = np.unique(keys[first_in_image], return_counts=True)
-        self._idf = self.log_docs - np.log(doc_freq.astype(np.float64))
+        corpus_keys, doc_freq = np.unique(keys[first_in_image], return_counts=True)
+        # a sentinel above every possible key keeps searchsorted positions in range
+        self._corpus_keys = np.append(corpus_keys, np.iinfo(np.int64).max)
+        self._idf = np.append(self.log_docs - np.log(doc_freq.astype(np.float64)), self.log_docs)
 
     def __call__(self, hypotheses: Sequence[Sentence], references: Sequence[Sequence[Sentence]]) -> np.ndarray:
         """CIDEr-D of each hypothesis against its own reference set (float64 array, one per hypothesis)."""
@@ -120,8 +122,7 @@ class CiderD:
         hyp_ids, hyp_sentences = _dedupe(hypotheses)
         ref_ids, ref_sentences = _reference_table(references)
         new_words: dict[Hashable, int] = {}  # words outside the corpus get ids for this call only
-        sentences = [self._encode(words, new_words) for words in ref_sentences + hyp_sentences]
-        tab = self._tfidf(sentences)
+        tab = self._tfidf(*self._encode(ref_sentences + hyp_sentences, new_words))
         num_refs = len(ref_sentences)
         dots = self._clipped_dots(hyp_ids, ref_ids, tab, num_refs)
 
@@ -135,21 +136,21 @@ class CiderD:
         per_ref = sims.sum(axis=2) / self.n * penalty * valid
         return per_ref.sum(axis=1) / valid.sum(axis=1) * 10.0
 
-    def _encode(self, words: tuple, new_words: dict[Hashable, int]) -> np.ndarray:
-        """Word ids (>= 1) of a sentence; unknown words are added to `new_words` (the vocabulary itself while
-        the corpus is read, a per-call dict afterwards) with ids after every existing one."""
+    def _encode(self, sentences: list[tuple], new_words: dict[Hashable, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Word ids (>= 1) of all sentences concatenated, and the sentence lengths. Unknown words are added to
+        `new_words` (the vocabulary itself while the corpus is read, a per-call dict afterwards) with ids after
+        every existing one."""
         vocab = self._vocab
-        first_new = 1 if new_words is vocab else len(vocab) + 1
-        ids = [vocab.get(w) or new_words.setdefault(w, first_new + len(new_words)) for w in words]
+        get, first_new = vocab.get, 1 if new_words is vocab else len(vocab) + 1
+        ids = [get(w) or new_words.setdefault(w, first_new + len(new_words)) for words in sentences for w in words]
         if len(vocab) + len(new_words) >= self.key_base:
             raise DataError(f"CiderD supports at most {self.key_base - 1} distinct words for n={self.n}")
-        return np.asarray(ids, dtype=np.int64)
-
-    def _ngram_keys(self, sentences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(sentence index, n-gram key, 0-based order) of every n-gram occurrence, orders 1..n."""
         lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))
-        words = np.concatenate(sentences) if sentences else np.zeros(0, dtype=np.int64)
-        sent = np.repeat(np.arange(len(sentences)), lengths)
+        return np.array(ids, dtype=np.int64), lengths
+
+    def _ngram_keys(self, words: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sentence index, n-gram key, 0-based order) of every n-gram occurrence, orders 1..n."""
+        sent = np.repeat(np.arange(len(lengths)), lengths)
         keys = words.copy()
         out_sent, out_keys, out_order = [], [], []
         for k in range(1, self.n + 1):
@@ -161,20 +162,19 @@ class CiderD:
             out_order.append(np.full(int(inside.sum()), k - 1, dtype=np.int64))
         return np.concatenate(out_sent), np.concatenate(out_keys), np.concatenate(out_order)
 
-    def _tfidf(self, sentences: list[np.ndarray]) -> _Table:
+    def _tfidf(self, words: np.ndarray, lengths: np.ndarray) -> _Table:
         """Sparse tf-idf entries sorted by (sentence, n-gram) with per-sentence norms and bigram lengths."""
-        n = self.n
-        sent, keys, orders = self._ngram_keys(sentences)
+        n, num_sentences = self.n, len(lengths)
+        sent, keys, orders = self._ngram_keys(words, lengths)
         grams, gram_of = np.unique(keys, return_inverse=True)
         pair_keys, first, tf = np.unique(sent * len(grams) + gram_of, return_index=True, return_counts=True)
         rows, gram = pair_keys // max(len(grams), 1), pair_keys % max(len(grams), 1)
-        pos = np.minimum(np.searchsorted(self._corpus_keys, grams), len(self._corpus_keys) - 1)
-        in_corpus = self._corpus_keys[pos] == grams
-        idf = np.where(in_corpus, self._idf[pos], self.log_docs)
+        pos = np.searchsorted(self._corpus_keys, grams)
+        idf = np.where(self._corpus_keys[pos] == grams, self._idf[pos], self.log_docs)
         vals = tf * idf[gram]
-        squares = np.bincount(rows * n + orders[first], weights=vals**2, minlength=len(sentences) * n)
-        lengths = np.maximum(np.fromiter(map(len, sentences), np.int64, len(sentences)) - 1, 0)
-        return _Table(rows, gram, len(grams), vals, orders[first], np.sqrt(squares).reshape(-1, n), lengths)
+        squares = np.bincount(rows * n + orders[first], weights=vals**2, minlength=num_sentences * n)
+        norms = np.sqrt(squares).reshape(num_sentences, n)
+        return _Table(rows, gram, len(grams), vals, orders[first], norms, np.maximum(lengths - 1, 0))
 
     def _clipped_dots(self, hyp_ids: np.ndarray, ref_ids: np.ndarray, tab: _Table, num_refs: int) -> np.ndarray:
         """Sum over shared n-grams of min(v_hyp, v_ref) * v_ref, per (hypothesis, reference slot, order)."""
