@@ -309,6 +309,7 @@ def test_config_json_round_trip_and_validation() -> None:
     assert A.AugmentConfig().to_dict()["ratio"] == [0.75, 4 / 3]
     for bad, message in [
         ({"interpolation": "cubic"}, "interpolation"),
+        ({"size": "224"}, "size must be an integer"),
         ({"scale": (0.5, 0.1)}, "scale"),
         ({"magnitude": 31}, "magnitude"),
         ({"rand_augment_p": 1.5}, "rand_augment_p"),

@@ -78,7 +78,7 @@ class AugmentConfig:
         except ValueError as exc:
             raise ConfigError(f"AugmentConfig.interpolation: {exc}") from None
         checks = [
-            (self.size >= 1, f"size must be >= 1, got {self.size}"),
+            (_is_int(self.size) and self.size >= 1, f"size must be an integer >= 1, got {self.size!r}"),
             (
                 len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1],
                 f"scale must be 0 < lo <= hi: {self.scale}",
@@ -221,9 +221,7 @@ def _output_hw(size: int | Sequence[int]) -> tuple[int, int]:
     return hw
 
 
-def sample_record(
-    width: int, height: int, config: AugmentConfig | None = None, generator: Generator = None
-) -> Record:
+def sample_record(width: int, height: int, config: AugmentConfig | None = None, generator: Generator = None) -> Record:
     """Draw one record for a width x height image without touching pixels (same RNG stream as `sample`)."""
     cfg = config or AugmentConfig()
     gen = _as_generator(generator)
@@ -269,9 +267,7 @@ def _affine(img: Image.Image, center=None, translate=(0.0, 0.0), shear=(0.0, 0.0
     if center is None:
         center = (img.width * 0.5, img.height * 0.5)
     matrix = _inverse_affine(center, translate, shear)
-    return img.transform(
-        img.size, Image.Transform.AFFINE, matrix, Image.Resampling.NEAREST, fillcolor=(0, 0, 0)
-    )
+    return img.transform(img.size, Image.Transform.AFFINE, matrix, Image.Resampling.NEAREST, fillcolor=(0, 0, 0))
 
 
 def _shear_x(img: Image.Image, m: float) -> Image.Image:
@@ -416,9 +412,7 @@ def replay(
     if box is not None:
         top, left, h, w = box
         if top + h > img.height or left + w > img.width:
-            raise DataError(
-                f"crop box {box} (top, left, height, width) exceeds the {img.width}x{img.height} image"
-            )
+            raise DataError(f"crop box {box} (top, left, height, width) exceeds the {img.width}x{img.height} image")
         img = img.crop((left, top, left + w, top + h))
     if img.size != (out_w, out_h):
         img = img.resize((out_w, out_h), resampling(interpolation))
