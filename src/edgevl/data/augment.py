@@ -196,7 +196,7 @@ def sample_ops(config: AugmentConfig, height: int, width: int, generator: Genera
     """RandAugment's draws: None (skipped) with probability 1 - p, else `num_ops` x [op index, signed
     magnitude]; `height` x `width` is the crop output size (it scales the translations)."""
     gen = _as_generator(generator)
-    if torch.rand(1, generator=gen).item() > config.rand_augment_p:
+    if bool(torch.rand(1, generator=gen) > config.rand_augment_p):  # float32 comparison, as torchvision
         return None
     magnitudes = op_magnitudes(config.num_bins, config.magnitude, height, width)
     ops = []
