@@ -353,3 +353,23 @@ def test_cli_make_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert Image.open(sheet).mode == "RGB"
     assert main(["world", "make", "--out", str(out), "--n", "5", "--noise", "3"]) == 2
     assert "noise" in capsys.readouterr().err
+
+
+def test_generic_readers_read_every_format(tmp_path: Path) -> None:
+    from edgevl.data.readers import open_dataset
+
+    make(tmp_path / "wds", 5, "val", seed=6, shard_size=3)
+    wds_samples = list(open_dataset(f"wds:{tmp_path}/wds/{{00000..00001}}.tar?label=cls", strict=True))
+    assert [s.caption for s in wds_samples] == [generate(i, "val", seed=6).noisy for i in range(5)]
+    assert [s.label for s in wds_samples] == [
+        tasks()["color_shape"].label(generate(i, "val", seed=6).labels) for i in range(5)
+    ]
+    make(tmp_path / "csv", 4, "val", seed=6, fmt="csv", caption="clean")
+    table = open_dataset(str(tmp_path / "csv" / "val.csv"), strict=True)
+    expected = [generate(i, "val", seed=6).captions[0] for i in range(4)]
+    assert [table[i].caption for i in range(len(table))] == expected
+    make(tmp_path / "folder", 6, "val", seed=6, fmt="folder", task="count")
+    folder = open_dataset(f"folder:{tmp_path}/folder", strict=True)
+    assert sorted(folder[i].label for i in range(len(folder))) == sorted(
+        tasks()["count"].label(generate(i, "val", seed=6).labels) for i in range(6)
+    )

@@ -171,7 +171,7 @@ def _pattern_shade(rgb: tuple[int, int, int]) -> np.ndarray:
     base = np.array(rgb, dtype=np.float32)
     if base.mean() < 60:
         return base * 0.45 + 255 * 0.55
-    return base * 0.55
+    return base * (0.72 if base.mean() > 200 else 0.55)  # white stays light enough to read as white
 
 
 @functools.lru_cache(maxsize=8)
