@@ -32,7 +32,7 @@ def _resolve_model(model: str | Path | LightCap, weights: str | Path | None) -> 
         if weights is not None:
             model.load_weights(weights)
         return model.eval()
-    return create_lightcap(model, weights)
+    return create_lightcap(model, weights).fold_backbone()
 
 
 def _hypothesis_text(model: LightCap, hyp: Hypothesis, cut_at_period: bool) -> str:
@@ -62,6 +62,20 @@ def caption_tensor(model: LightCap, pixels: torch.Tensor, options: DecodeOptions
     else:
         hyps = beam_search(model, state, batch, options.beam, max_new, options.length_penalty)
     return [_hypothesis_text(model, h, False) for h in hyps]
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def expand_image_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders replaced by their image files (sorted, non-recursive)."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            out.append(path)
+    return out
 
 
 def caption(images: ImageSource | Sequence[ImageSource], model: str | Path | LightCap = "lightcap-tiny",

@@ -378,6 +378,59 @@ def _run_augment(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- caption
+def _add_caption(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(
+        sub,
+        "caption",
+        "caption images with a LightCap model (beam search, greedy or nucleus sampling)",
+        "Caption image files (folders are expanded to their images). --num-samples N switches to nucleus\n"
+        "sampling: N captions per image, each cut at the first period. --profile prints params and MACs.",
+    )
+    p.add_argument("images", nargs="*", help="image files or folders of images")
+    p.add_argument("--model", default="lightcap-tiny",
+                   help="LightCap preset (lightcap-tiny, lightcap-rn50, lightcap-mci0), config JSON or model folder")
+    p.add_argument("--weights", default=None, help="LightCap .safetensors state dict loaded on top of --model")
+    p.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
+    p.add_argument("--max-words", type=int, default=20, help="longest caption in words (longer ones end truncated)")
+    p.add_argument("--num-samples", type=int, default=0, help="nucleus samples per image (0 = beam/greedy decoding)")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass for sampling")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
+    p.add_argument("--batch-size", type=int, default=8, help="images decoded together")
+    p.add_argument("--profile", action="store_true", help="print parameters and MACs per component")
+    p.add_argument("--json", action="store_true", help="print one JSON list of {image, caption(s)}")
+    p.set_defaults(func=_run_caption)
+
+
+def _run_caption(args: argparse.Namespace) -> int:
+    import json
+
+    from edgevl.captioning import caption, expand_image_paths
+    from edgevl.models.lightcap.model import create_lightcap
+
+    model = create_lightcap(args.model, args.weights)
+    if args.profile:
+        from edgevl.models.lightcap.profile import format_profile, profile_lightcap
+
+        print(format_profile(model, profile_lightcap(model, args.max_words)))
+        if not args.images:
+            return 0
+    paths = expand_image_paths(args.images)
+    if not paths:
+        raise EdgevlError("no images to caption (give image files or folders containing images)")
+    captions = caption(paths, model=model, beam=args.beam, max_words=args.max_words, num_samples=args.num_samples,
+                       top_p=args.top_p, temperature=args.temperature, batch_size=args.batch_size, seed=args.seed)
+    key = "captions" if args.num_samples > 0 else "caption"
+    if args.json:
+        print(json.dumps([{"image": str(p), key: c} for p, c in zip(paths, captions)], indent=2))
+    else:
+        for path, text in zip(paths, captions):
+            for line in text if isinstance(text, list) else [text]:
+                print(f"{path}\t{line}")
+    return 0
+
+
 # The order here is the order in `edgevl --help`.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
@@ -388,6 +441,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_data_check,
     _add_eval_captions,
     _add_augment,
+    _add_caption,
 ]
 
 

@@ -49,8 +49,7 @@ def build_backbone(spec: dict[str, Any]) -> nn.Module:
             mci = importlib.import_module("edgevl.models.mci")
         except ImportError as exc:
             raise ConfigError(f"MCi backbone {preset!r} needs edgevl.models.mci, which is unavailable: {exc}") from exc
-        factory = getattr(mci, preset, None)
-        if not callable(factory):
-            raise ConfigError(f"unknown MCi preset {preset!r} in edgevl.models.mci")
-        return MCiGrid(factory())
+        trunk = mci.create_mci(preset)
+        trunk.head = nn.Identity()  # the pooled projection head is not used for grid features
+        return MCiGrid(trunk)
     raise ConfigError(f"unknown LightCap backbone type {kind!r}; choose 'clip_resnet' or 'mci'")

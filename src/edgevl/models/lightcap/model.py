@@ -106,6 +106,16 @@ class LightCap(nn.Module):
         self.backbone.eval()
         return self
 
+    def fold_backbone(self) -> LightCap:
+        """Re-parameterize an MCi backbone in place for inference (no-op for the ResNet trunk).
+
+        The folded model has different backbone keys: save checkpoints before folding, not after.
+        """
+        from edgevl.models.blocks import reparameterize_modules
+
+        reparameterize_modules(self.backbone.eval())
+        return self
+
     # ------------------------------------------------------------------------------------- forward
     def grid_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Frozen backbone grid [B, C, H, W] (no gradient)."""
