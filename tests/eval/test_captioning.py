@@ -296,9 +296,11 @@ def test_meteor_spec_vector():
         find_meteor_command()
     except EdgevlError as exc:
         pytest.skip(str(exc))
-    gts = {1: GTS_1[1][:2]}
-    _, per_image = meteor(gts, {1: RES_1[1]})
-    assert per_image[0] == pytest.approx(0.5177780700741892, abs=1e-9)
+    gts = {1: GTS_1[1][:2], 2: ["a cat"]}
+    scores = evaluate_captions(gts, {1: RES_1[1], 2: "..."}, per_image=True)  # "..." tokenizes to ""
+    assert scores["per_image"][1]["METEOR"] == pytest.approx(0.5177780700741892, abs=1e-9)
+    assert scores["per_image"][2]["METEOR"] == 0.0
+    assert isinstance(scores["METEOR"], float) and "METEOR" not in scores["unavailable"]
 
 
 def test_cli_eval_captions_coco_and_karpathy_files(tmp_path, capsys):

@@ -117,9 +117,7 @@ def load_references(path: str | Path) -> dict[str, list[str]]:
 def load_results(path: str | Path) -> dict[str, str]:
     """Image id (as str) -> caption, from a COCO results list or a plain {id: caption} JSON."""
     data = _read_json(path)
-    if isinstance(data, list):
-        data = results_to_dict(data)
-    if not isinstance(data, dict):
+    if not isinstance(data, (list, dict)):
         raise DataError(f"{path}: expected a COCO results list or an {{id: caption}} object")
     return {str(k): v for k, v in results_to_dict(data).items()}
 
