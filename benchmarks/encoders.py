@@ -1,0 +1,157 @@
+"""CPU latency of image and text encoders: eager vs reparameterized vs the fastest path, all in one run.
+
+For every model and batch size, each path is timed as the median of `--repeats` runs after `--warmup` runs,
+with `--threads` torch threads, and checked numerically against the eager (train-time layout, eval mode)
+model. Paths:
+
+- eager:        the model as built (multi-branch MobileOne/RepMixer blocks, eval mode)
+- reparam:      `edgevl.reparameterize(model)` (branches folded into single convs)
+- fast:         reparam + channels_last memory format + `torch.inference_mode`
+- fast-bf16:    fast under bf16 autocast (only where the CPU supports bf16; a looser tolerance applies)
+- compiled:     reparam + `torch.compile` (inductor C++ kernels; `--compile`, slow to warm up)
+
+    python benchmarks/encoders.py --models MobileCLIP-S0,MobileCLIP-S1,MobileCLIP-S2,MobileCLIP-B,ViT-B-16 \
+        --batches 1,32 --repeats 20 --out docs/benchmarks_encoders.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import edgevl
+
+FP32_TOL = 1e-4  # relative to the embedding's max magnitude
+BF16_TOL = 5e-2
+
+
+def _time(fn: Callable[[], torch.Tensor], warmup: int, repeats: int) -> tuple[float, torch.Tensor]:
+    for _ in range(warmup):
+        out = fn()
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs) * 1000, out
+
+
+def _rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((a.float() - ref.float()).abs().max() / ref.abs().max().clamp(min=1e-12)).item()
+
+
+def _paths(models: dict, image: torch.Tensor, text: torch.Tensor, args: argparse.Namespace) -> dict:
+    """name -> (image fn, text fn, tolerance) for one input batch."""
+    eager, folded, fast = models["eager"], models["reparam"], models["fast"]
+    image_cl = image.contiguous(memory_format=torch.channels_last)
+    paths = {
+        "eager": (lambda: eager.encode_image(image), lambda: eager.encode_text(text), FP32_TOL),
+        "reparam": (lambda: folded.encode_image(image), lambda: folded.encode_text(text), FP32_TOL),
+        "fast": (lambda: fast.encode_image(image_cl), lambda: fast.encode_text(text), FP32_TOL),
+    }
+    if args.bf16:
+
+        def bf16(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+            def run() -> torch.Tensor:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return fn()
+
+            return run
+
+        paths["fast-bf16"] = (bf16(paths["fast"][0]), bf16(paths["fast"][1]), BF16_TOL)
+    if args.compile:
+        img_c, txt_c = models["compiled_visual"], models["compiled_text"]
+        paths["compiled"] = (lambda: img_c(image_cl), lambda: txt_c(text), FP32_TOL)
+    return paths
+
+
+def bench_model(name: str, batches: list[int], args: argparse.Namespace) -> list[dict]:
+    torch.manual_seed(0)
+    eager = edgevl.create_model(name).eval()
+    models = {
+        "eager": eager,
+        "reparam": edgevl.reparameterize(eager),
+        "fast": edgevl.reparameterize(eager).to(memory_format=torch.channels_last),
+    }
+    if args.compile:
+        models["compiled_visual"] = torch.compile(models["reparam"].visual)
+        models["compiled_text"] = torch.compile(models["reparam"].text)
+    size = eager.model_cfg["vision_cfg"].get("image_size", 224)
+    rows = []
+    for batch in batches:
+        image = torch.rand(batch, 3, size, size)
+        text = edgevl.tokenize(["a photo of a small red car parked on the street"] * batch, eager.context_length)
+        ref_img = ref_txt = None
+        with torch.inference_mode():
+            for path, (img_fn, txt_fn, tol) in _paths(models, image, text, args).items():
+                img_ms, img_out = _time(img_fn, args.warmup, args.repeats)
+                txt_ms, txt_out = _time(txt_fn, args.warmup, args.repeats)
+                if ref_img is None:
+                    ref_img, ref_txt = img_out, txt_out
+                err = max(_rel_err(img_out, ref_img), _rel_err(txt_out, ref_txt))
+                rows.append(
+                    {
+                        "model": name,
+                        "batch": batch,
+                        "path": path,
+                        "image_ms": round(img_ms, 3),
+                        "text_ms": round(txt_ms, 3),
+                        "total_ms": round(img_ms + txt_ms, 3),
+                        "max_rel_err_vs_eager": err,
+                        "within_tol": err <= tol,
+                    }
+                )
+                print(
+                    f"{name:14s} b={batch:<3d} {path:10s} image {img_ms:9.2f} ms  text {txt_ms:8.2f} ms  "
+                    f"rel.err {err:.1e} {'ok' if err <= tol else 'FAIL'}",
+                    flush=True,
+                )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--models",
+        default="MobileCLIP-S0,MobileCLIP-S1,MobileCLIP-S2,MobileCLIP-B,ViT-B-16",
+        help="comma-separated registered model names",
+    )
+    parser.add_argument("--batches", default="1,32", help="comma-separated batch sizes")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (CPUs with bf16 support)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow warm-up)")
+    parser.add_argument("--out", default=None, help="write all rows as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    batches = [int(b) for b in args.batches.split(",")]
+    rows = []
+    for name in args.models.split(","):
+        rows.extend(bench_model(name.strip(), batches, args))
+    best = {}
+    for r in rows:
+        key = (r["model"], r["batch"])
+        if r["within_tol"] and (key not in best or r["total_ms"] < best[key]["total_ms"]):
+            best[key] = r
+    print("\nfastest path within tolerance, image+text:")
+    for (model, batch), r in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(f"  {model:14s} b={batch:<3d} {r['path']:10s} {r['total_ms']:9.2f} ms")
+    for batch in batches:
+        if ("MobileCLIP-S0", batch) in best and ("ViT-B-16", batch) in best:
+            ratio = best[("ViT-B-16", batch)]["total_ms"] / best[("MobileCLIP-S0", batch)]["total_ms"]
+            print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}): {ratio:.2f}x")
+    if args.out:
+        meta = {"torch": torch.__version__, "threads": args.threads, "machine": platform.machine(), "rows": rows}
+        Path(args.out).write_text(json.dumps(meta, indent=1))
+
+
+if __name__ == "__main__":
+    main()
