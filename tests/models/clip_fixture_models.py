@@ -58,6 +58,32 @@ def fixture_config(name: str) -> dict:
             timm_model_kwargs=_mci_kwargs(fx["timm_trunk"]),
         )
         return dict(embed_dim=32, vision_cfg=vision, text_cfg=_text_cfg(fx), custom_text=True)
+    if name == "mobileclip_b_tiny":
+        vit = fx["image_encoder"]["vit_cfg"]
+        width = vit["embed_dim"]
+        kwargs = dict(
+            embed_dim=width,
+            depth=vit["n_transformer_layers"],
+            num_heads=vit["n_attn_heads"],
+            stem_channels=[max(32, width // 4)] * 2,
+            stem_padding=1,
+            pos_embed_resize="flat_bilinear",
+            ln_eps=fx["image_encoder"]["ln_eps"],
+        )
+        vision = dict(timm_model_name="vit_base_mci_224", image_size=224, timm_model_kwargs=kwargs)
+        return dict(embed_dim=32, vision_cfg=vision, text_cfg=_text_cfg(fx, v1=True), custom_text=True)
+    if name == "oc_mobileclip2_b_tiny":
+        t = fx["timm_trunk"]
+        kwargs = dict(
+            embed_dim=t["embed_dim"],
+            depth=t["depth"],
+            num_heads=t["num_heads"],
+            stem_channels=t["conv_stem"]["channels"][:2],
+            stem_padding=t["conv_stem"]["padding"],
+            ln_eps=t["ln_eps"],
+        )
+        vision = dict(timm_model_name="vit_base_mci_224", image_size=64, timm_model_kwargs=kwargs)
+        return dict(embed_dim=32, vision_cfg=vision, text_cfg=_text_cfg(fx), custom_text=True)
     if name == "oc_clip_vit_tiny":
         return dict(embed_dim=32, vision_cfg=dict(fx["vision_cfg"]), text_cfg=_text_cfg(fx))
     raise KeyError(name)

@@ -10,8 +10,8 @@ from clip_fixture_models import ATOL, assert_close, fixture_path, io_tensors, re
 
 import edgevl
 
-# v1 MCi submodule names (flat `network` list) -> edgevl module paths under `visual`
-_V1_MCI_MODULES = {
+# v1 submodule names (MCi flat `network` list, conv-stem ViT) -> edgevl module paths under `visual`
+_V1_MODULES = {
     "patch_embed": "trunk.stem",
     "network.0": "trunk.stages.0",
     "network.1": "trunk.stages.1.downsample",
@@ -22,6 +22,10 @@ _V1_MCI_MODULES = {
     "network.6": "trunk.stages.3.pos_emb",
     "network.7": "trunk.stages.3",
     "conv_exp": "trunk.final_conv",
+    "patch_emb": "trunk.patch_embed",
+    "transformer.0": "trunk.blocks.0",
+    "transformer.1": "trunk.blocks.1",
+    "post_transformer_norm": "trunk.norm",
 }
 _TEXT_MODULES = {"ln_final": "ln_final", "final_layer_norm": "ln_final"}
 
@@ -61,8 +65,9 @@ def compute(model, io: dict, name: str) -> torch.Tensor:
         return {"image_features_a": img, "text_features": txt}.get(name.split(".")[1], scale)
     if name in ("image_emb_a", "image_emb_b"):
         return model.encode_image(io[f"input.image_{name[-1]}"])
-    if name.startswith("image_featmap_"):
-        return model.visual.trunk.forward_features(io[f"input.image_{name[-1]}"])
+    if name.startswith(("image_featmap_", "image_tokens_")):
+        tower = getattr(model.visual, "trunk", model.visual)
+        return tower.forward_features(io[f"input.image_{name[-1]}"])
     if name.startswith("text_emb"):
         ids = io["input.text_tokens_ctx32"] if "ctx32" in name else tokens
         with _non_causal(model) if name.endswith("noncausal") else contextlib.nullcontext():
@@ -75,12 +80,15 @@ def compute(model, io: dict, name: str) -> torch.Tensor:
     if name.startswith("inter.image_"):
         image = io[f"input.image_{name[len('inter.image_')]}"]
         sub = name.split(".", 2)[2]
-        module = model.visual.get_submodule(_V1_MCI_MODULES.get(sub, sub))
-        return _captured(module, lambda: model.encode_image(image))
+        module = model.visual.get_submodule(_V1_MODULES.get(sub, sub))
+        out = _captured(module, lambda: model.encode_image(image))
+        # timm's patch_embed flattens (B, D, H, W) to tokens (B, H·W, D); edgevl's returns the map
+        return out.flatten(2).transpose(1, 2) if sub == "trunk.patch_embed" else out
     raise KeyError(f"no edgevl computation for reference output {name!r}")
 
 
 MCI_MODELS = ["mobileclip_s0_tiny", "oc_mobileclip2_s0_tiny", "oc_mobileclip2_s3_tiny"]
+VIT_MODELS = ["mobileclip_b_tiny", "oc_mobileclip2_b_tiny"]
 
 
 def _check_all(model, io: dict, prefix: str) -> int:
@@ -112,6 +120,14 @@ def test_folding_train_weights_reproduces_reparam_outputs(tmp_path, name):
     assert _check_all(model, io_tensors(name), "reparam") >= 8
 
 
+@pytest.mark.parametrize("name", VIT_MODELS)
+@pytest.mark.parametrize("weights", ["train", "reparam"])
+def test_conv_stem_vit_fixture_reproduces_all_outputs(tmp_path, name, weights):
+    requires("edgevl.models.vit")
+    model = edgevl.create_model(register(name, tmp_path), pretrained=fixture_path(name, weights))
+    assert _check_all(model, io_tensors(name), weights) >= 6
+
+
 @pytest.mark.parametrize("quick_gelu", [False, True])
 def test_openai_vit_teacher_fixture(tmp_path, quick_gelu):
     requires("edgevl.models.vit")
@@ -120,12 +136,7 @@ def test_openai_vit_teacher_fixture(tmp_path, quick_gelu):
     model = edgevl.create_model(register(name, tmp_path, **changes), pretrained=fixture_path(name, "train"))
     io = io_tensors(name)
     prefix = "train_quickgelu" if quick_gelu else "train"
-    skip = ("image_tokens", "inter.image")  # image-tower internals are checked by the ViT tests
-    names = [k[len(prefix) + 1 :] for k in io if k.startswith(prefix + ".")]
-    with torch.no_grad():
-        for n in names:
-            if not n.startswith(skip):
-                assert_close(compute(model, io, n), io[f"{prefix}.{n}"], f"{prefix}.{n}")
+    assert _check_all(model, io, prefix) >= 6
 
 
 def test_forward_logit_scale_is_clamped_at_100(tmp_path):
