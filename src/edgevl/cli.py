@@ -431,6 +431,78 @@ def _run_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(
+        sub, "train", "train or fine-tune a CLIP model (plain, reinforced or online distillation)",
+        "Train a CLIP student. Single process: `edgevl train ...`; several: `torchrun --nproc_per_node N -m "
+        "edgevl train ...` (gloo on CPU, nccl on GPU). See docs/training.md.",
+    )
+    p.add_argument("--model", default="world-student-mci", help="student model config name (edgevl list)")
+    p.add_argument("--pretrained", default=None, help="start from these weights (file or folder, any layout)")
+    p.add_argument("--train-data", required=True, help="training reader spec (wds:..., csv:..., reinforced:...)")
+    p.add_argument("--val-data", default=None, help="held-out reader spec for periodic evaluation")
+    p.add_argument("--mode", choices=("clip", "reinforced", "online-distill"), default="clip",
+                   help="loss: plain CLIP, reinforced shards, or teachers run online")
+    p.add_argument("--name", default="run", help="run name: outputs go to <logs>/<name>/")
+    p.add_argument("--logs", default="runs", help="folder holding the run folders")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps to train")
+    p.add_argument("--batch-size", type=int, default=64, help="samples per micro-batch and rank")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    p.add_argument("--min-lr", type=float, default=0.0, help="learning rate at the end of the cosine")
+    p.add_argument("--wd", type=float, default=0.2, help="AdamW weight decay (not on norms, biases, logit scale)")
+    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    p.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1")
+    p.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2")
+    p.add_argument("--eps", type=float, default=1e-6, help="AdamW epsilon")
+    p.add_argument("--grad-clip-norm", type=float, default=1.0, help="clip the gradient norm (0: off)")
+    p.add_argument("--accum-freq", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = bf16 autocast")
+    p.add_argument("--ema", type=float, default=None, help="keep an EMA of the weights with this decay")
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute activations to save memory")
+    p.add_argument("--lock-image", action="store_true", help="freeze the image tower")
+    p.add_argument("--lock-image-unlocked-groups", type=int, default=0,
+                   help="with --lock-image: leave the last N layer groups trainable")
+    p.add_argument("--lock-text", action="store_true", help="freeze the text tower")
+    p.add_argument("--lock-text-unlocked-layers", type=int, default=0,
+                   help="with --lock-text: leave the last N layers trainable")
+    p.add_argument("--pretrained-lr-scale", type=float, default=1.0,
+                   help="with --pretrained: LR factor for tower bodies (projections, heads, logit scale: 1)")
+    p.add_argument("--distill-lambda", type=float, default=1.0, help="λ: loss = (1-λ)·CLIP + λ·distillation")
+    p.add_argument("--distill-logit-scale", type=float, nargs="+", default=None,
+                   help="fixed teacher logit scales, one per teacher (default: manifest / teachers' own)")
+    p.add_argument("--real-weight", type=float, default=1.0, help="weight of the (image, real caption) loss")
+    p.add_argument("--syn-weight", type=float, default=1.0, help="weight of the (image, synthetic caption) loss")
+    p.add_argument("--teachers", default="", help="online-distill: comma-separated name[:weights] teachers")
+    p.add_argument("--captioner", default=None, help="online-distill: LightCap name[:weights] for synthetic captions")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate on --val-data every N steps (0: never)")
+    p.add_argument("--eval-samples", type=int, default=1000, help="held-out samples scored per evaluation")
+    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (and always at the end)")
+    p.add_argument("--keep-last", type=int, default=3, help="checkpoints kept in <run>/checkpoints/")
+    p.add_argument("--log-every", type=int, default=10, help="write metrics.jsonl every N steps")
+    p.add_argument("--resume", default=None, help="'latest' (this run's newest checkpoint) or a checkpoint folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialization, data order and augmentation")
+    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes per rank")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from edgevl.train.config import TrainConfig
+    from edgevl.train.launch import train
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values["teachers"] = [t for t in args.teachers.split(",") if t]
+    values["grad_clip_norm"] = args.grad_clip_norm or None
+    metrics = train(TrainConfig(**values))
+    if metrics:
+        print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return 0
+
+
 # The order here is the order in `edgevl --help`.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
@@ -442,6 +514,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_eval_captions,
     _add_augment,
     _add_caption,
+    _add_train,
 ]
 
 
