@@ -122,10 +122,7 @@ def _run_world_show(args: argparse.Namespace) -> int:
 
     from edgevl.data.world import contact_sheet, samples
     from edgevl.data.world.writers import atomic_write_bytes
-    from edgevl.errors import ConfigError
 
-    if args.n < 1 or args.columns < 1 or args.scale < 1:
-        raise ConfigError(f"--n, --columns, --scale must be >= 1, got {args.n}, {args.columns}, {args.scale}")
     sheet = contact_sheet(list(samples(args.n, args.split, args.seed, args.size, args.noise, args.start)),
                           columns=args.columns, scale=args.scale)
     buf = io.BytesIO()

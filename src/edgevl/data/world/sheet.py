@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from edgevl.data.world.sample import WorldSample
+from edgevl.errors import DataError
 
 _TEXT_LINES = 8
 _LINE_HEIGHT = 12
@@ -26,6 +27,9 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width
 
 def contact_sheet(items: Sequence[WorldSample], columns: int = 4, scale: int = 3) -> Image.Image:
     """RGB sheet: each cell is the image enlarged `scale` times (nearest) above 'clean:' and 'noisy:' text."""
+    if not items or columns < 1 or scale < 1:
+        got = f"{len(items)} samples, columns={columns}, scale={scale}"
+        raise DataError(f"a contact sheet needs >= 1 sample and columns, scale >= 1; got {got}")
     font = ImageFont.load_default()
     side = items[0].image.width * scale
     cell_w, cell_h = side + 2 * _PAD, side + 2 * _PAD + _TEXT_LINES * _LINE_HEIGHT
