@@ -428,6 +428,67 @@ def _run_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ eval
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(
+        sub,
+        "eval",
+        "zero-shot classification / image-text retrieval on datasets, JSON in clip_benchmark's schema "
+        "(caption metrics: `edgevl eval-captions`)",
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        help="reader spec of a dataset, e.g. folder:/data/val (classification) or csv:/data/test.csv (retrieval); "
+        "repeat for several",
+    )
+    p.add_argument(
+        "--task",
+        default="auto",
+        choices=["auto", "zeroshot_classification", "zeroshot_retrieval"],
+        help="auto: class folders -> classification, caption datasets -> retrieval",
+    )
+    p.add_argument("--classnames", default=None, help="class-name file (default: classnames.txt in the folder, "
+                   "else the folder names)")
+    p.add_argument("--templates", default=None, help="template set name or file (default: "
+                   "zeroshot_classification_templates.txt in the folder, else 'photo')")
+    p.add_argument("--recall-k", default="1,5,10", help="comma-separated K values for retrieval recall@K")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--output", default=None, help="write the results JSON here (else print it)")
+    _add_model_flags(p)
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from edgevl.data.readers import SkipLog
+    from edgevl.eval.benchmark import evaluate_retrieval, evaluate_zeroshot, guess_task, result_record, write_results
+
+    model, preprocess, tokenizer = _load_for_inference(args)
+    records = []
+    for spec in args.data:
+        task = guess_task(spec) if args.task == "auto" else args.task
+        log = SkipLog()
+        common = {"batch_size": args.batch_size, "workers": args.workers, "skip_log": log, "progress": True}
+        if task == "zeroshot_classification":
+            metrics = evaluate_zeroshot(
+                model, preprocess, tokenizer, spec, classnames=args.classnames, templates=args.templates, **common
+            )
+        else:
+            ks = tuple(int(k) for k in args.recall_k.split(","))
+            metrics = evaluate_retrieval(model, preprocess, tokenizer, spec, ks=ks, **common)
+        print(f"{spec}: {log.summary()}", file=sys.stderr)
+        records.append(result_record(spec, args.model, args.pretrained, task, metrics))
+    if args.output:
+        write_results(records, args.output)
+        print(f"wrote {args.output}")
+    else:
+        print(json.dumps(records[0] if len(records) == 1 else records, indent=2))
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = _subparser(
@@ -506,6 +567,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_tokenize,
     _add_embed,
     _add_classify,
+    _add_eval,
     _add_world,
     _add_data_check,
     _add_eval_captions,
