@@ -88,16 +88,18 @@ class CLIP(nn.Module):
         return img, txt, self.scale()
 
     def lock_image_tower(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
-        """Freeze the image tower except its last `unlocked_groups` groups; optionally freeze BN stats."""
+        """Freeze the image tower except its last `unlocked_groups` child groups (ModuleLists expanded);
+        parameters held directly by the tower (OpenAI ViT class/positional embedding, `proj`) stay frozen.
+        `freeze_bn_stats` also keeps the frozen groups' BatchNorm statistics fixed in train mode."""
         trunk = getattr(self.visual, "trunk", self.visual)
+        self.visual.requires_grad_(False)
         groups = _param_groups(trunk)
-        frozen = groups[: len(groups) - unlocked_groups] if unlocked_groups else groups
-        for group in frozen:
-            for p in group.parameters():
-                p.requires_grad = False
-            if freeze_bn_stats:
-                bns = (m for m in group.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
-                self._frozen_bn.extend(bns)
+        for group in groups[len(groups) - unlocked_groups :] if unlocked_groups else []:
+            group.requires_grad_(True)
+        if freeze_bn_stats:
+            frozen = groups[: len(groups) - unlocked_groups] if unlocked_groups else groups
+            for group in frozen:
+                self._frozen_bn.extend(m for m in group.modules() if isinstance(m, nn.BatchNorm2d))
         self.train(self.training)
 
     def lock_text_tower(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:

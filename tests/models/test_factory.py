@@ -1,0 +1,95 @@
+"""Factory behaviour: eval mode, reparameterize API, transforms, precision, tokenizer integration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from clip_fixture_models import fixture_path, io_tensors, register
+
+import edgevl
+from edgevl.errors import CheckpointError, ConfigError
+
+
+def test_reparameterize_copies_and_matches(tmp_path):
+    name = register("oc_mobileclip2_s0_tiny", tmp_path)
+    model = edgevl.create_model(name, pretrained=fixture_path("oc_mobileclip2_s0_tiny", "train")).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = edgevl.reparameterize(model)
+    assert model.training and not folded.training
+    assert model.state_dict().keys() == before.keys()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    io = io_tensors("oc_mobileclip2_s0_tiny")
+    with torch.no_grad():
+        ref = model.eval().encode_image(io["input.image_a"])
+        assert (folded.encode_image(io["input.image_a"]) - ref).abs().max() <= 1e-5
+        again = edgevl.reparameterize(folded)
+        assert again.state_dict().keys() == folded.state_dict().keys()
+        assert torch.equal(again.encode_image(io["input.image_a"]), folded.encode_image(io["input.image_a"]))
+
+
+def test_mct_text_tower_folds_exactly():
+    model = edgevl.create_model("MobileCLIP-S0", device="meta")
+    assert "text.transformer.resblocks.0.token_mixer.mixer.conv_kxk.0.conv.weight" in model.state_dict()
+    folded = edgevl.reparameterize(model)
+    keys = folded.state_dict()
+    assert keys["text.transformer.resblocks.5.token_mixer.reparam_conv.weight"].shape == (512, 1, 1, 11)
+
+
+def test_create_model_and_transforms_uses_config_preprocessing():
+    model, train, val = edgevl.create_model_and_transforms("world-student-mci")
+    assert not model.training
+    assert val.cfg.size == 64 and val.cfg.mean == (0.0, 0.0, 0.0) and val.cfg.interpolation == "bilinear"
+    from PIL import Image
+
+    x = val(Image.new("RGB", (90, 70), (255, 0, 0)))
+    assert x.shape == (3, 64, 64) and x[0].min() == 1.0
+    _, _, custom = edgevl.create_model_and_transforms("world-student-mci", image_interpolation="bicubic")
+    assert custom.cfg.interpolation == "bicubic"
+
+
+def test_precision_and_overrides():
+    model = edgevl.create_model("world-student-mci", precision="bf16", text_cfg={"context_length": 16})
+    assert model.text.text_projection.dtype == torch.bfloat16
+    assert model.text.positional_embedding.shape[0] == 16
+    with pytest.raises(ConfigError, match="fp8"):
+        edgevl.create_model("world-student-mci", precision="fp8")
+
+
+def test_pretrained_must_exist():
+    with pytest.raises(CheckpointError, match="no/such/file"):
+        edgevl.create_model("world-student-mci", pretrained="no/such/file.safetensors")
+    with pytest.raises(CheckpointError, match="needs pretrained"):
+        edgevl.create_model_from_pretrained("world-student-mci")
+
+
+def test_tokenizer_context_length_follows_config():
+    tok = edgevl.get_tokenizer("world-student-mci")
+    ids = tok(["a photo of a dog"])
+    assert ids.shape == (1, 32)
+    model = edgevl.create_model("world-student-mci")
+    with torch.no_grad():
+        img, txt, scale = model(torch.rand(1, 3, 64, 64), ids)
+    assert img.shape == txt.shape == (1, 64)
+    assert torch.allclose(txt.norm(dim=-1), torch.ones(1))
+
+
+def test_lock_towers_and_grad_checkpointing():
+    model = edgevl.create_model("world-teacher-vit")
+    model.lock_text_tower(unlocked_layers=1)
+    assert not model.text.token_embedding.weight.requires_grad and model.text.text_projection.requires_grad
+    model.lock_image_tower()
+    assert not any(p.requires_grad for p in model.visual.parameters())
+    model.set_grad_checkpointing(True)
+    assert model.text.transformer.grad_checkpointing
+    model.train()
+    loss = model(torch.rand(2, 3, 64, 64), edgevl.get_tokenizer("world-teacher-vit")(["a", "b"]))[1].sum()
+    loss.backward()
+    assert model.text.text_projection.grad is not None
+
+
+def test_frozen_bn_stats_stay_in_eval():
+    model = edgevl.create_model("world-student-mci")
+    model.lock_image_tower(freeze_bn_stats=True)
+    model.train()
+    bns = [m for m in model.visual.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
