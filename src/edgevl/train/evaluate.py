@@ -27,9 +27,10 @@ def _take(dataset: Iterable, max_samples: int) -> list[Any]:
 
 
 def _rank_metrics(similarity: torch.Tensor, prefix: str) -> dict[str, float]:
-    """Ranks of the diagonal entry in each row of a square similarity matrix (1 = best)."""
+    """Ranks of the diagonal entry in each row of a square similarity matrix (1 = best; ties count against
+    it, so a collapsed model with identical embeddings scores rank N, not 1)."""
     correct = similarity.diagonal().unsqueeze(1)
-    ranks = (similarity > correct).sum(dim=1).float() + 1
+    ranks = (similarity >= correct).sum(dim=1).float()
     out = {f"{prefix}_mean_rank": ranks.mean().item(), f"{prefix}_median_rank": ranks.median().item()}
     for k in (1, 5, 10):
         out[f"{prefix}_R@{k}"] = (ranks <= k).float().mean().item()
