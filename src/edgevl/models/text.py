@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgevl.errors import CheckpointError, DataError
+from edgevl.errors import CheckpointError, ConfigError, DataError
 from edgevl.models.transformer import LayerNorm, Transformer
 
 POS_EMBED_MODES = ("slice", "interpolate")
@@ -98,6 +98,8 @@ class TextRepMixer(nn.Module):
         """Replace the branches by `reparam_conv` (call in eval mode); a no-op once folded."""
         if hasattr(self, "reparam_conv"):
             return
+        if self.training:
+            raise ConfigError("TextRepMixer.reparameterize() needs eval mode (BN statistics are folded)")
         w_mix, b_mix = self.mixer.fused()
         w_norm, b_norm = self.norm.fused()
         gamma = self.layer_scale.gamma
