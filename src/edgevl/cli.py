@@ -561,6 +561,31 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- convert
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(
+        sub,
+        "convert",
+        "convert CLIP weights between layouts (v1 .pt, open_clip, edgevl folder), optionally folded",
+    )
+    p.add_argument("src", help="weights file (.pt/.pth/.bin/.safetensors) or checkpoint folder, any layout")
+    p.add_argument("dst", help="output folder (--to edgevl) or .safetensors file (--to open_clip)")
+    p.add_argument("--model", required=True, help="registered model config name, e.g. MobileCLIP-S0")
+    p.add_argument(
+        "--to", choices=("edgevl", "open_clip"), default="edgevl", help="layout of the converted weights"
+    )
+    p.add_argument("--reparameterize", action="store_true", help="fold re-parameterizable branches first")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from edgevl.models.factory import convert_checkpoint
+
+    out = convert_checkpoint(args.src, args.dst, args.model, to=args.to, reparameterize=args.reparameterize)
+    print(f"wrote {out}")
+    return 0
+
+
 # The order here is the order in `edgevl --help`.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
@@ -574,6 +599,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_augment,
     _add_caption,
     _add_train,
+    _add_convert,
 ]
 
 

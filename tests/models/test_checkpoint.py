@@ -146,3 +146,23 @@ def test_open_clip_export_of_plain_clip_puts_text_at_top_level():
         "logit_scale",
     }
     assert set(to_open_clip_layout(sd, custom_text=True)) == set(sd)
+
+
+def test_cli_convert_v1_to_folder_and_open_clip(tmp_path, capsys):
+    from edgevl.cli import main
+
+    name = register("mobileclip_b_tiny", tmp_path)
+    src = fixture_path("mobileclip_b_tiny", "train")
+    assert main(["convert", str(src), str(tmp_path / "out"), "--model", name]) == 0
+    assert (
+        main(["convert", str(src), str(tmp_path / "oc.safetensors"), "--model", name, "--to", "open_clip"])
+        == 0
+    )
+    assert "wrote" in capsys.readouterr().out
+    io = io_tensors("mobileclip_b_tiny")
+    for pretrained in (tmp_path / "out", tmp_path / "oc.safetensors"):
+        model = edgevl.create_model(name, pretrained=pretrained)
+        with torch.no_grad():
+            assert (model.encode_image(io["input.image_b"]) - io["train.image_emb_b"]).abs().max() <= 1e-5
+    assert main(["convert", str(tmp_path / "nope.pt"), str(tmp_path / "x"), "--model", name]) == 2
+    assert "nope.pt" in capsys.readouterr().err

@@ -228,3 +228,22 @@ def create_model_from_pretrained(
         )
     model, _, val = create_model_and_transforms(model_name, pretrained, **kwargs)
     return (model, val) if return_transform else model
+
+
+def convert_checkpoint(
+    src: str | Path, dst: str | Path, model_name: str, to: str = "edgevl", reparameterize: bool = False
+) -> Path:
+    """Convert weights in any known layout to an edgevl folder (`to="edgevl"`) or an open_clip-layout
+    `.safetensors` file (`to="open_clip"`), optionally folded. The weights are loaded strictly first."""
+    from edgevl.models.checkpoint import save_pretrained, save_state_dict, to_open_clip_layout
+
+    model = create_model(model_name, pretrained=src, reparameterize=reparameterize)
+    if to == "edgevl":
+        return save_pretrained(model, dst)
+    if to == "open_clip":
+        dst = Path(dst)
+        if dst.suffix != ".safetensors":
+            raise ConfigError(f"open_clip output {str(dst)!r} must be a .safetensors file")
+        custom_text = bool(model.model_cfg.get("custom_text", False))
+        return save_state_dict(to_open_clip_layout(model.state_dict(), custom_text), dst)
+    raise ConfigError(f"unknown target layout {to!r} (expected 'edgevl' or 'open_clip')")
