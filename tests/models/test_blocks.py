@@ -30,6 +30,15 @@ from edgevl.models.blocks import (
 from edgevl.models.mci import MCi
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The references were computed with one CPU thread; tiny models also run fastest that way."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
     """Draw non-trivial values for every parameter and BN buffer (fixture recipe, layer scales ~0.5)."""
     g = torch.Generator().manual_seed(seed)
