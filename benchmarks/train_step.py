@@ -1,0 +1,115 @@
+"""Training step time: plain CLIP vs reinforced (stored teacher outputs) vs online distillation.
+
+Same student, batch and optimizer in all three; only the loss inputs differ. Online distillation runs a
+2-teacher ensemble and (optionally) a LightCap captioner inside the step, which is the cost that dataset
+reinforcement moves offline. Batches are pre-built tensors, so data loading is excluded for every mode.
+Modes are interleaved round by round and medians reported, since the shared CPU drifts.
+
+    python benchmarks/train_step.py --student world-student-mci --batch-size 32 --steps 5 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from edgevl.data.readers.reinforced import ReinforcedSample
+from edgevl.models.factory import create_model, preprocess_cfg_for
+from edgevl.tokenizer import get_tokenizer
+from edgevl.train.config import TrainConfig
+from edgevl.train.distributed import DistInfo
+from edgevl.train.launch import _norm
+from edgevl.train.losses import DistillConfig
+from edgevl.train.trainer import Teachers, Trainer
+
+CAPTIONS = ["a red circle on a plain background", "two blue squares", "a green striped triangle at the top",
+            "a small yellow star in the center"]
+
+
+class Batches(Dataset):
+    """Random images, real/synthetic caption tokens and unit teacher embeddings (the reinforced layout)."""
+
+    def __init__(self, n: int, size: int, tokenizer, teacher_dim: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.rand(n, 3, size, size, generator=g)
+        self.captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(n)]
+        self.tokens = tokenizer(self.captions)
+        self.syn = tokenizer([c + " photo" for c in self.captions])
+        self.emb = [F.normalize(torch.randn(n, teacher_dim, generator=g), dim=-1) for _ in range(3)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> ReinforcedSample:
+        return ReinforcedSample(key=str(i), image=self.images[i], caption=self.captions[i], tokens=self.tokens[i],
+                                syn_tokens=self.syn[i], image_emb=self.emb[0][i], text_emb=self.emb[1][i],
+                                syn_text_emb=self.emb[2][i])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", default="world-student-mci", help="student model config")
+    ap.add_argument("--teachers", default="world-teacher-mci,world-teacher-vit", help="online teachers")
+    ap.add_argument("--captioner", default="lightcap-tiny", help="online captioner ('' for none)")
+    ap.add_argument("--batch-size", type=int, default=32, help="samples per step")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per mode and round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    student_pp = preprocess_cfg_for(create_model(args.student))
+    tokenizer = get_tokenizer(args.student)
+    teacher_models = [create_model(name) for name in args.teachers.split(",")]
+    norms = [_norm(preprocess_cfg_for(m)) for m in teacher_models]
+    toks = [get_tokenizer(context_length=m.context_length) for m in teacher_models]
+    captioner, cap_norm = None, None
+    if args.captioner:
+        from edgevl.models.lightcap.model import create_lightcap
+
+        captioner = create_lightcap(args.captioner).eval()
+        cap_norm = (captioner.config.image_size, tuple(captioner.config.mean), tuple(captioner.config.std))
+    teachers = Teachers(teacher_models, toks, norms, (student_pp.mean, student_pp.std), None, captioner, cap_norm)
+    distill = DistillConfig(teachers.dims, teachers.scales, lam=1.0)
+    data = Batches(args.batch_size * (args.steps + 1) * args.rounds * 2, student_pp.size, tokenizer,
+                   sum(teachers.dims))
+
+    trainers = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("clip", "reinforced", "online-distill"):
+            cfg = TrainConfig(model=args.student, train_data="memory", mode=mode, teachers=args.teachers.split(","),
+                              batch_size=args.batch_size, steps=10**6, warmup=10, logs=tmp, device="cpu")
+            torch.manual_seed(0)
+            student = create_model(args.student)
+            trainers[mode] = Trainer(cfg, student, data, tokenizer=tokenizer, distill=distill,
+                                     teachers=teachers if mode == "online-distill" else None, info=DistInfo())
+            trainers[mode].train_step()  # warm-up
+        times: dict[str, list[float]] = {m: [] for m in trainers}
+        for _ in range(args.rounds):
+            for mode, trainer in trainers.items():
+                for _ in range(args.steps):
+                    start = time.perf_counter()
+                    trainer.train_step()
+                    times[mode].append(time.perf_counter() - start)
+    med = {m: statistics.median(t) for m, t in times.items()}
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, batch {args.batch_size}, student {args.student}, "
+          f"teachers {args.teachers}, captioner {args.captioner or 'none'}, {len(times['clip'])} steps/mode")
+    print("| mode | median step (s) | vs plain |")
+    print("|---|---|---|")
+    for mode, value in med.items():
+        print(f"| {mode} | {value:.3f} | {value / med['clip']:.2f}× |")
+    print(f"reinforced / plain = {med['reinforced'] / med['clip']:.2f}×; "
+          f"online-distill / reinforced = {med['online-distill'] / med['reinforced']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
