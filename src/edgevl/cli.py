@@ -586,6 +586,75 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- reinforce
+def _add_reinforce(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(
+        sub,
+        "reinforce",
+        "write DataCompDR-style reinforced shards (teacher embeddings, synthetic captions, augmentations)",
+        "run: for every sample of --data store N augmentation records, S synthetic captions and each teacher's\n"
+        "embeddings of all of them as webdataset shards in --out (resumable; torchrun splits shards over ranks).\n"
+        "verify: check a finished folder against its manifest.json.",
+    )
+    modes = p.add_subparsers(title="reinforce commands", dest="reinforce_command", metavar="REINFORCE_COMMAND")
+    p.set_defaults(func=lambda _args: p.print_help() or 0)
+    run = _subparser(modes, "run", "reinforce a dataset (restart the same command to resume)")
+    run.add_argument("--data", required=True, help="input reader spec (wds shards, csv/tsv/jsonl/parquet, coco, ...)")
+    run.add_argument("--out", required=True, help="output folder for the shards, manifest.json and sizes.json")
+    run.add_argument("--teachers", required=True,
+                     help="comma-separated CLIP teachers, MODEL:WEIGHTS or model folders, in stored order")
+    run.add_argument("--captioner", required=True, help="LightCap captioner: MODEL:WEIGHTS or a model folder")
+    run.add_argument("--num-augs", type=int, default=10, help="augmentations stored per image")
+    run.add_argument("--num-syn-captions", type=int, default=5, help="synthetic captions per image")
+    run.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"), help="embedding storage dtype")
+    run.add_argument("--format", dest="fmt", default=None, choices=("npz", "pth.gz"),
+                     help="embedding member (default: npz, or pth.gz for bf16 which npz cannot hold)")
+    run.add_argument("--seed", type=int, default=0, help="seed of augmentations and caption sampling")
+    run.add_argument("--batch-size", type=int, default=32, help="samples processed together")
+    run.add_argument("--shard-size", type=int, default=1000, help="samples per output shard for non-tar input")
+    run.add_argument("--aug-size", type=int, default=None,
+                     help="size the augmentations are sampled for (default: the first teacher's input size)")
+    run.add_argument("--logit-scales", default=None,
+                     help="comma-separated KD logit scales per teacher (default: each teacher's own scale)")
+    run.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="compute precision of the models")
+    run.add_argument("--top-p", type=float, default=0.9, help="nucleus mass of caption sampling")
+    run.add_argument("--temperature", type=float, default=1.0, help="caption sampling temperature")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (torchrun: cuda:LOCAL_RANK)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run_reinforce)
+    check = _subparser(modes, "verify", "check manifest, checksums, members and embedding shapes/norms")
+    check.add_argument("folder", help="a folder written by 'edgevl reinforce run'")
+    check.set_defaults(func=_run_reinforce_verify)
+
+
+def _run_reinforce(args: argparse.Namespace) -> int:
+    from edgevl.reinforce.generate import ReinforceConfig, parse_scales, reinforce, split_specs
+
+    cfg = ReinforceConfig(
+        data=args.data, out=args.out, teachers=split_specs(args.teachers), captioner=args.captioner,
+        num_augs=args.num_augs, num_syn_captions=args.num_syn_captions, dtype=args.dtype, fmt=args.fmt,
+        seed=args.seed, batch_size=args.batch_size, shard_size=args.shard_size, aug_size=args.aug_size,
+        logit_scales=parse_scales(args.logit_scales), precision=args.precision, top_p=args.top_p,
+        temperature=args.temperature, device=args.device, progress=not args.no_progress,
+    )
+    manifest = reinforce(cfg)
+    totals = manifest["totals"]
+    print(f"wrote {totals['samples']} samples in {len(manifest['shards'])} shards to {args.out} "
+          f"(skipped {totals['skipped']} of {totals['input']} input samples)")
+    return 0
+
+
+def _run_reinforce_verify(args: argparse.Namespace) -> int:
+    from edgevl.reinforce.verify import verify
+
+    report = verify(args.folder)
+    for problem in report.problems:
+        print(problem)
+    state = "ok" if report.ok else f"{len(report.problems)} problems"
+    print(f"{args.folder}: {report.shards} shards, {report.samples} samples checked: {state}")
+    return 0 if report.ok else 1
+
+
 # The order here is the order in `edgevl --help`.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
@@ -598,6 +667,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_eval_captions,
     _add_augment,
     _add_caption,
+    _add_reinforce,
     _add_train,
     _add_convert,
 ]

@@ -1,0 +1,100 @@
+"""Synthetic captions: nucleus sampling (top-p 0.9, temperature 1) with a LightCap model, cut at the first ".".
+
+Each image samples from its own generator seeded from (seed, sample key), so its captions do not depend on
+which other images share the batch or on the process that handles it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from edgevl.reinforce.storage import sha256_file
+from edgevl.reinforce.teachers import autocast, split_model_spec, weights_file
+
+
+def cut_caption(text: str) -> str:
+    """The reference post-processing: keep the text before the first "." and strip surrounding space."""
+    return text.split(".", 1)[0].strip()
+
+
+class Captioner:
+    """A LightCap model (`MODEL:WEIGHTS` or a model folder) with the synthetic-caption sampling recipe.
+
+    The first sampled token may be neither EOS nor "." so no caption comes out empty (open_clip's CoCa
+    `generate` likewise blocks EOS before `min_seq_len`).
+    """
+
+    def __init__(self, spec: str, device: torch.device, precision: str = "fp32", top_p: float = 0.9,
+                 temperature: float = 1.0) -> None:
+        from edgevl.data.transforms import ImageTransform
+        from edgevl.models.lightcap.model import create_lightcap
+
+        self.spec = spec
+        name, weights = split_model_spec(spec, "captioner")
+        if weights is not None and Path(weights).is_dir():
+            name, weights = weights, None
+        self.model = create_lightcap(name, weights).fold_backbone().to(device).eval()
+        self.weights = weights or name
+        self.weights_sha256 = sha256_file(weights_file(self.weights))
+        self.device, self.precision = device, precision
+        self.top_p, self.temperature = top_p, temperature
+        self.transform = ImageTransform(self.model.config.preprocess)
+        period = self.model.vocab.period_id
+        self.stop_ids = sorted({self.model.eos_id} | ({period} if period is not None else set()))
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest entry of the captioner and its sampling settings."""
+        return {
+            "name": self.spec,
+            "model": self.model.config.name,
+            "weights": str(self.weights),
+            "weights_sha256": self.weights_sha256,
+            "generation": "top_p",
+            "top_p": self.top_p,
+            "temperature": self.temperature,
+            "max_tokens": self.model.max_new_tokens,
+            "cut_at": ".",
+            "image_size": self.model.config.image_size,
+        }
+
+    @torch.inference_mode()
+    def sample(self, images: Sequence[Image.Image], seeds: Sequence[int], num_samples: int) -> list[list[str]]:
+        """`num_samples` captions per image; image i draws from a generator seeded with `seeds[i]`."""
+        from edgevl.models.lightcap.decoding import nucleus_probs
+
+        model, batch = self.model, len(images)
+        pixels = self.transform.batch(images).to(self.device)
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        with autocast(self.device, self.precision):
+            state = model.start(pixels)
+        rows = torch.arange(batch, device=self.device).repeat_interleave(num_samples)
+        state = state.select(rows)
+        n = batch * num_samples
+        tokens = torch.full((n,), model.bos_id, dtype=torch.long, device=self.device)
+        done = torch.zeros(n, dtype=torch.bool)
+        stops = torch.tensor(self.stop_ids)
+        out = []
+        for step in range(model.max_new_tokens):
+            with autocast(self.device, self.precision):
+                log_probs = model.step(state, tokens).float().cpu()
+            if step == 0:
+                log_probs[:, stops] = float("-inf")
+            probs = nucleus_probs(log_probs / self.temperature, self.top_p)
+            drawn = torch.cat([
+                torch.multinomial(probs[i * num_samples:(i + 1) * num_samples], 1, generator=gen).squeeze(1)
+                for i, gen in enumerate(generators)
+            ])
+            drawn = torch.where(done, model.eos_id, drawn)
+            out.append(drawn)
+            done |= torch.isin(drawn, stops)
+            if bool(done.all()):
+                break
+            tokens = drawn.to(self.device)
+        ids = torch.stack(out, 1).tolist()
+        texts = [cut_caption(model.vocab.decode(row)) for row in ids]
+        return [texts[i * num_samples:(i + 1) * num_samples] for i in range(batch)]

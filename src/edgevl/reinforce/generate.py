@@ -1,0 +1,259 @@
+"""The per-shard worker and the (optionally torchrun-distributed) driver of `edgevl reinforce run`.
+
+Output shard i (`{i:08d}.tar`) holds input shard i. A shard is written under a temporary name and renamed when
+complete; then its statistics go to `_state/{i:08d}.json`. A shard counts as done only when both exist and
+the tar has the recorded size, so a restarted run skips finished shards and redoes partial ones. All random
+choices are seeded from (seed, sample key) and batches never cross shards, so the bytes of a shard do not
+depend on the number of processes. Rank 0 writes `manifest.json` and `sizes.json` after the last shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgevl.data.augment import AugmentConfig, encode_paug, sample_record
+from edgevl.data.readers import SkipLog
+from edgevl.errors import ConfigError
+from edgevl.reinforce.captioner import Captioner
+from edgevl.reinforce.inputs import InputSample, InputShards, member_key, seed_for
+from edgevl.reinforce.manifest import build_manifest, write_manifest
+from edgevl.reinforce.storage import ShardWriter, atomic_write_text, check_storage, embedding_blob, sha256_file
+from edgevl.reinforce.teachers import Teacher
+
+STATE_DIR = "_state"
+SETTINGS = "settings.json"
+
+
+def shard_name(index: int) -> str:
+    return f"{index:08d}.tar"
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    """Everything `edgevl reinforce run` takes; the fields except `out`, `device` and `progress` are recorded
+    in `_state/settings.json` and must match when a run is resumed."""
+
+    data: str
+    out: str
+    teachers: tuple[str, ...]
+    captioner: str
+    num_augs: int = 10
+    num_syn_captions: int = 5
+    dtype: str = "fp16"
+    fmt: str | None = None
+    seed: int = 0
+    batch_size: int = 32
+    shard_size: int = 1000
+    aug_size: int | None = None
+    logit_scales: tuple[float, ...] | None = None
+    precision: str = "fp32"
+    top_p: float = 0.9
+    temperature: float = 1.0
+    device: str = "auto"
+    progress: bool = True
+
+    def settings(self) -> dict[str, Any]:
+        """The output-defining settings (JSON-ready)."""
+        data = asdict(self)
+        for name in ("out", "device", "progress"):
+            data.pop(name)
+        data["fmt"] = check_storage(self.dtype, self.fmt)
+        data["teachers"] = list(self.teachers)
+        data["logit_scales"] = list(self.logit_scales) if self.logit_scales else None
+        return data
+
+    def check(self) -> None:
+        """Reject impossible settings with a message naming the flag."""
+        if not self.teachers:
+            raise ConfigError("--teachers: give at least one teacher (MODEL:WEIGHTS)")
+        for name, value in (("--num-augs", self.num_augs), ("--num-syn-captions", self.num_syn_captions),
+                            ("--batch-size", self.batch_size), ("--shard-size", self.shard_size)):
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        if self.logit_scales is not None and len(self.logit_scales) != len(self.teachers):
+            raise ConfigError(f"--logit-scales gives {len(self.logit_scales)} values for {len(self.teachers)} teachers")
+        check_storage(self.dtype, self.fmt)
+
+
+class ShardJob:
+    """The loaded models and settings that turn one input shard into one output shard."""
+
+    def __init__(self, cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence[Teacher],
+                 captioner: Captioner, aug: AugmentConfig, out: Path) -> None:
+        self.cfg, self.inputs, self.teachers, self.captioner = cfg, inputs, list(teachers), captioner
+        self.aug, self.out = aug, out
+        self.fmt = check_storage(cfg.dtype, cfg.fmt)
+
+    def run(self, shard: int, progress: Any = None) -> dict[str, Any]:
+        """Write output shard `shard` (temp name, then rename) and its state file; returns the statistics."""
+        path = self.out / shard_name(shard)
+        log = SkipLog()
+        writer = ShardWriter(path)
+        seen: set[str] = set()
+        try:
+            batch: list[tuple[str, InputSample]] = []
+            for position, sample in enumerate(self.inputs.samples(shard, log)):
+                key = member_key(sample.key, shard, position)
+                if key in seen:
+                    log.skip(sample.key, "duplicate_key", f"key {key!r} occurs twice in the shard", path.name)
+                    continue
+                seen.add(key)
+                batch.append((key, sample))
+                if len(batch) == self.cfg.batch_size:
+                    self._write_batch(writer, batch, progress)
+                    batch = []
+            if batch:
+                self._write_batch(writer, batch, progress)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        stats = {
+            "name": path.name,
+            "source": self.inputs.source(shard),
+            "samples": writer.samples,
+            "skipped": dict(sorted(log.counts.items())),
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+        }
+        atomic_write_text(self.out / STATE_DIR / f"{path.stem}.json", json.dumps(stats, indent=1) + "\n")
+        return stats
+
+    def _write_batch(self, writer: ShardWriter, batch: list[tuple[str, InputSample]], progress: Any) -> None:
+        cfg = self.cfg
+        samples = [s for _, s in batch]
+        images = [s.image for s in samples]
+        records = []
+        for s in samples:
+            gen = torch.Generator().manual_seed(seed_for(cfg.seed, s.key, "augment"))
+            records.append([sample_record(s.image.width, s.image.height, self.aug, gen) for _ in range(cfg.num_augs)])
+        seeds = [seed_for(cfg.seed, s.key, "caption") for s in samples]
+        synthetic = self.captioner.sample(images, seeds, cfg.num_syn_captions)
+        texts = [t for s, syn in zip(samples, synthetic) for t in (s.caption, *syn)]
+        image_blocks, text_blocks = [], []
+        replays: dict[tuple, torch.Tensor] = {}
+        for teacher in self.teachers:
+            view = (teacher.size, teacher.interpolation)
+            if view not in replays:
+                replays[view] = teacher.replay_batch(images, records)
+            image_blocks.append(teacher.embed_images(replays[view]).view(len(batch), cfg.num_augs, -1))
+            text_blocks.append(teacher.embed_texts(texts).view(len(batch), 1 + cfg.num_syn_captions, -1))
+        image_emb, text_emb = torch.cat(image_blocks, -1), torch.cat(text_blocks, -1)
+        for i, (key, s) in enumerate(batch):
+            meta = {**s.meta, "uid": s.meta.get("uid", s.key), "key": s.key,
+                    "sha256": hashlib.sha256(s.image_bytes).hexdigest()}
+            members = {s.image_ext: s.image_bytes, "txt": s.caption.encode("utf-8")}
+            if s.label is not None:
+                members["cls"] = str(s.label).encode("ascii")
+            members["json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
+            members["paug.json"] = encode_paug(records[i], string_form=True).encode("utf-8")
+            members["syn.json"] = json.dumps({"syn_text": synthetic[i]}, ensure_ascii=False).encode("utf-8")
+            members[self.fmt] = embedding_blob({"image_emb": image_emb[i], "text_emb": text_emb[i]},
+                                               cfg.dtype, self.fmt)
+            writer.add(key, members)
+        if progress is not None:
+            progress.update(len(batch))
+
+
+def completed_stats(out: Path, shard: int) -> dict[str, Any] | None:
+    """The statistics of shard `shard` if it was finished (state file present, tar of the recorded size)."""
+    path = out / shard_name(shard)
+    try:
+        stats = json.loads((out / STATE_DIR / f"{path.stem}.json").read_text(encoding="utf-8"))
+        return stats if path.stat().st_size == stats["bytes"] else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Record the run settings, or check that a resumed run uses the same ones."""
+    path = out / STATE_DIR / SETTINGS
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if changed:
+            raise ConfigError(f"{out} holds a run with different settings ({', '.join(changed)}); "
+                              "use a new --out or the same arguments to resume")
+    else:
+        atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+
+
+def _progress_total(inputs: InputShards, shards: Sequence[int]) -> int | None:
+    total = inputs.total_samples()
+    if total is None:
+        return None
+    if not inputs.count or len(shards) == inputs.count:
+        return total
+    return round(total * len(shards) / inputs.count)
+
+
+def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
+    """Reinforce `cfg.data` into `cfg.out`; under torchrun each rank takes a disjoint set of pending shards.
+
+    Returns the manifest (on every rank, after rank 0 wrote it).
+    """
+    from tqdm import tqdm
+
+    from edgevl.train.distributed import barrier, cleanup, init_distributed
+
+    cfg.check()
+    info = init_distributed(cfg.device)
+    try:
+        out = Path(cfg.out)
+        (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        inputs = InputShards(cfg.data, cfg.shard_size)
+        if info.is_main:
+            _check_settings(out, cfg.settings())
+        barrier()
+        if not info.is_main:
+            _check_settings(out, cfg.settings())
+        pending = [i for i in range(len(inputs)) if completed_stats(out, i) is None]
+        barrier()  # every rank lists the pending shards before any rank writes one
+        mine = pending[info.rank::info.world_size]
+        scales = cfg.logit_scales or (None,) * len(cfg.teachers)
+        teachers = [Teacher(spec, info.device, cfg.precision, scale) for spec, scale in zip(cfg.teachers, scales)]
+        captioner = Captioner(cfg.captioner, info.device, cfg.precision, cfg.top_p, cfg.temperature)
+        aug = AugmentConfig(size=cfg.aug_size or teachers[0].size, interpolation=teachers[0].interpolation,
+                            mean=teachers[0].mean, std=teachers[0].std)
+        job = ShardJob(cfg, inputs, teachers, captioner, aug, out)
+        show = cfg.progress and info.is_main
+        with tqdm(total=_progress_total(inputs, mine), unit="sample", desc="reinforce", disable=not show,
+                  dynamic_ncols=True) as bar:
+            for shard in mine:
+                job.run(shard, bar)
+        barrier()
+        if info.is_main:
+            stats = [completed_stats(out, i) for i in range(len(inputs))]
+            missing = [shard_name(i) for i, s in enumerate(stats) if s is None]
+            if missing:
+                raise ConfigError(f"shards not finished: {', '.join(missing[:5])}; run again to complete them")
+            manifest = build_manifest(cfg, inputs, teachers, captioner, aug, stats)
+            write_manifest(out, manifest)
+            for stray in out.glob(".*.tmp"):
+                stray.unlink(missing_ok=True)
+        barrier()
+        return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    finally:
+        cleanup()
+
+
+def parse_scales(text: str | None) -> tuple[float, ...] | None:
+    """`--logit-scales 100,100` -> (100.0, 100.0)."""
+    if not text:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--logit-scales must be comma-separated numbers, got {text!r}") from None
+
+
+def split_specs(text: str) -> tuple[str, ...]:
+    """Comma-separated teacher specs (a comma inside a spec is not supported)."""
+    return tuple(s.strip() for s in text.split(",") if s.strip())

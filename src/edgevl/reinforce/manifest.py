@@ -1,0 +1,95 @@
+"""`manifest.json` of a reinforced dataset: what was stored, from what, with which models, and the shard list.
+
+The `teachers` entries carry `name`, `embed_dim` and `logit_scale` as the trainer's manifest check expects
+(`edgevl.train.manifest`); their order is the order of the concatenated embedding blocks. See
+docs/reinforcement.md for the full schema.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgevl import __version__
+from edgevl.errors import DataError
+from edgevl.reinforce.storage import atomic_write_text
+
+if TYPE_CHECKING:
+    from edgevl.data.augment import AugmentConfig
+    from edgevl.reinforce.captioner import Captioner
+    from edgevl.reinforce.generate import ReinforceConfig
+    from edgevl.reinforce.inputs import InputShards
+    from edgevl.reinforce.teachers import Teacher
+
+MANIFEST = "manifest.json"
+SIZES = "sizes.json"
+FORMAT = "edgevl-reinforced/1"
+
+
+def skip_totals(stats: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Skipped-sample counts by kind summed over shard statistics."""
+    total: Counter = Counter()
+    for s in stats:
+        total.update(s["skipped"])
+    return dict(sorted(total.items()))
+
+
+def build_manifest(cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence[Teacher], captioner: Captioner,
+                   aug: AugmentConfig, stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest of a finished run from its settings, models and per-shard statistics."""
+    settings = cfg.settings()
+    width = sum(t.embed_dim for t in teachers)
+    skipped = skip_totals(stats)
+    open_skips = dict(sorted(inputs.open_log.counts.items()))
+    written = sum(s["samples"] for s in stats)
+    return {
+        "format": FORMAT,
+        "edgevl_version": __version__,
+        "source": {"data": cfg.data, "shards": len(inputs), "shard_size": cfg.shard_size,
+                   "skipped_when_opening": open_skips},
+        "teachers": [t.describe() for t in teachers],
+        "captioner": captioner.describe(),
+        "augmentation": aug.to_dict(),
+        "num_augs": cfg.num_augs,
+        "num_syn_captions": cfg.num_syn_captions,
+        "seed": cfg.seed,
+        "compute_precision": cfg.precision,
+        "embeddings": {
+            "dtype": cfg.dtype,
+            "member": settings["fmt"],
+            "image_emb": [cfg.num_augs, width],
+            "text_emb": [1 + cfg.num_syn_captions, width],
+            "text_rows": "row 0: real caption (txt); row 1 + s: syn.json syn_text[s]",
+            "columns": "teacher blocks in the order of 'teachers', each L2-normalized",
+        },
+        "members": ["<image>", "txt", "json", "paug.json", "syn.json", settings["fmt"]],
+        "settings": settings,
+        "shards": list(stats),
+        "totals": {"samples": written, "skipped": sum(skipped.values()) + sum(open_skips.values()),
+                   "input": written + sum(skipped.values()) + sum(open_skips.values()),
+                   "skipped_by_kind": skipped},
+    }
+
+
+def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """Write `manifest.json` and the webdataset `sizes.json` ({shard: samples}) atomically."""
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    sizes = {s["name"]: s["samples"] for s in manifest["shards"]}
+    atomic_write_text(out / SIZES, json.dumps(sizes, indent=1) + "\n")
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The parsed manifest of a reinforced dataset folder; DataError if missing or not an edgevl manifest."""
+    path = Path(folder) / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"no {MANIFEST} in {folder} (is the run finished?)") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise DataError(f"{path} is not an edgevl reinforcement manifest (format {FORMAT!r})")
+    return data

@@ -1,0 +1,124 @@
+"""`edgevl reinforce verify DIR`: check a reinforced dataset against its manifest.
+
+Checks the shard list (present, size and SHA-256, no unlisted or half-written shards), every sample's members,
+the number of augmentation records and synthetic captions, and the embedding shapes, dtype and per-teacher
+norms (1 within the storage dtype's rounding).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgevl.data.augment import decode_paug
+from edgevl.data.readers import SkipLog
+from edgevl.data.readers.reinforced import load_embeddings
+from edgevl.data.readers.webdataset import IMAGE_EXTS, RawSample, SkipSample, read_shard
+from edgevl.errors import EdgevlError
+from edgevl.reinforce.manifest import read_manifest
+from edgevl.reinforce.storage import STORAGE_DTYPES, sha256_file
+
+NORM_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-3, "bf16": 1e-2}
+MAX_PROBLEMS_PER_SHARD = 5
+
+
+@dataclass
+class VerifyReport:
+    """What `verify` found: counts checked and a list of problems (empty when the dataset is sound)."""
+
+    shards: int = 0
+    samples: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _sample_problems(raw: RawSample, manifest: dict[str, Any]) -> list[str]:
+    """Problems of one raw sample: missing members, record/caption counts, embedding shapes/dtype/norms."""
+    member = manifest["embeddings"]["member"]
+    missing = [m for m in ("txt", "json", "paug.json", "syn.json", member) if m not in raw]
+    missing += [] if any(e in raw for e in IMAGE_EXTS) else ["image"]
+    if missing:
+        return [f"missing members {missing}"]
+    problems = []
+    num_augs, num_syn = manifest["num_augs"], manifest["num_syn_captions"]
+    try:
+        records = decode_paug(raw["paug.json"])
+        if len(records) != num_augs:
+            problems.append(f"{len(records)} augmentation records, expected {num_augs}")
+    except EdgevlError as exc:
+        problems.append(f"paug.json: {exc}")
+    try:
+        syn = json.loads(raw["syn.json"].decode("utf-8")).get("syn_text")
+    except (UnicodeDecodeError, ValueError, AttributeError):
+        syn = None
+    if not isinstance(syn, list) or len(syn) != num_syn or not all(isinstance(t, str) and t for t in syn):
+        problems.append(f"syn.json must hold {num_syn} non-empty captions under 'syn_text'")
+    try:
+        emb = load_embeddings(raw)
+    except SkipSample as exc:
+        return [*problems, exc.reason]
+    dims = [t["embed_dim"] for t in manifest["teachers"]]
+    dtype = manifest["embeddings"]["dtype"]
+    for name, rows in (("image_emb", num_augs), ("text_emb", 1 + num_syn)):
+        tensor = emb.get(name)
+        if tensor is None or tuple(tensor.shape) != (rows, sum(dims)):
+            shape = None if tensor is None else tuple(tensor.shape)
+            problems.append(f"{name} has shape {shape}, expected {(rows, sum(dims))}")
+            continue
+        if tensor.dtype != STORAGE_DTYPES[dtype]:
+            problems.append(f"{name} is {tensor.dtype}, manifest says {dtype}")
+        norms = torch.stack([block.float().norm(dim=-1) for block in tensor.split(dims, dim=-1)])
+        worst = float((norms - 1).abs().max())
+        if worst > NORM_TOLERANCE[dtype]:
+            problems.append(f"{name} teacher blocks are not unit-norm (off by {worst:.2e})")
+    return problems
+
+
+def verify(folder: str | Path) -> VerifyReport:
+    """Check the reinforced dataset in `folder`; the report lists every problem found."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    report = VerifyReport()
+    listed = {s["name"] for s in manifest["shards"]}
+    report.problems += [f"{p.name}: shard not in the manifest" for p in sorted(folder.glob("*.tar"))
+                        if p.name not in listed]
+    report.problems += [f"{p.name}: leftover partial file" for p in sorted(folder.glob(".*.tmp"))]
+    for stats in manifest["shards"]:
+        report.problems += _check_shard(folder, stats, manifest, report)
+    expected = manifest["totals"]["samples"]
+    if report.samples != expected:
+        report.problems.append(f"found {report.samples} samples, manifest totals say {expected}")
+    return report
+
+
+def _check_shard(folder: Path, stats: dict[str, Any], manifest: dict[str, Any], report: VerifyReport) -> list[str]:
+    name = stats["name"]
+    path = folder / name
+    if not path.is_file():
+        return [f"{name}: missing"]
+    if path.stat().st_size != stats["bytes"] or sha256_file(path) != stats["sha256"]:
+        return [f"{name}: size or SHA-256 differs from the manifest"]
+    report.shards += 1
+    log = SkipLog()
+    problems, count, keys = [], 0, set()
+    for raw in read_shard(str(path), log):
+        count += 1
+        if raw["__key__"] in keys:
+            problems.append(f"{name}:{raw['__key__']}: key occurs twice")
+        keys.add(raw["__key__"])
+        problems += [f"{name}:{raw['__key__']}: {p}" for p in _sample_problems(raw, manifest)]
+    report.samples += count
+    if log.counts:
+        problems.append(f"{name}: unreadable tar ({log.summary()})")
+    if count != stats["samples"]:
+        problems.append(f"{name}: {count} samples, manifest says {stats['samples']}")
+    if len(problems) > MAX_PROBLEMS_PER_SHARD:
+        problems = [*problems[:MAX_PROBLEMS_PER_SHARD], f"{name}: ... and {len(problems) - 5} more problems"]
+    return problems
