@@ -27,6 +27,7 @@ _V1_MODULES = {
     "transformer.1": "trunk.blocks.1",
     "post_transformer_norm": "trunk.norm",
 }
+_EMBEDDINGS = ("inter.text.embeddings", "inter.text.embedding_dropout")
 _TEXT_MODULES = {"ln_final": "ln_final", "final_layer_norm": "ln_final"}
 
 
@@ -40,14 +41,38 @@ def _non_causal(model):
         model.text.causal = causal
 
 
-def _captured(module: torch.nn.Module, run) -> torch.Tensor:
-    out = {}
-    handle = module.register_forward_hook(lambda _m, _i, o: out.setdefault("y", o))
-    try:
-        run()
-    finally:
-        handle.remove()
-    return out["y"]
+def _inter_module(model, name: str) -> torch.nn.Module:
+    """The edgevl module whose output is the reference intermediate `name`."""
+    if name.startswith("inter.text."):
+        return _text_module(model, name[len("inter.text.") :])
+    sub = name.split(".", 2)[2]
+    return model.visual.get_submodule(_V1_MODULES.get(sub, sub))
+
+
+def capture_intermediates(model, io: dict, names: list[str]) -> dict[str, torch.Tensor]:
+    """Outputs of every requested intermediate, with one forward pass per input (forward hooks)."""
+    runs = {
+        "inter.text.": lambda: model.encode_text(io["input.text_tokens"]),
+        "inter.image_a.": lambda: model.encode_image(io["input.image_a"]),
+        "inter.image_b.": lambda: model.encode_image(io["input.image_b"]),
+    }
+    out: dict[str, torch.Tensor] = {}
+    for prefix, run in runs.items():
+        wanted = [n for n in names if n.startswith(prefix) and n not in _EMBEDDINGS]
+        hooks = [
+            _inter_module(model, n).register_forward_hook(lambda _m, _i, o, n=n: out.setdefault(n, o))
+            for n in wanted
+        ]
+        try:
+            if wanted:
+                run()
+        finally:
+            for h in hooks:
+                h.remove()
+    for n in names:  # timm's patch_embed flattens (B, D, H, W) to tokens (B, H·W, D); edgevl's keeps the map
+        if n.endswith(".trunk.patch_embed"):
+            out[n] = out[n].flatten(2).transpose(1, 2)
+    return out
 
 
 def _text_module(model, name: str) -> torch.nn.Module:
@@ -58,7 +83,8 @@ def _text_module(model, name: str) -> torch.nn.Module:
 
 
 def compute(model, io: dict, name: str) -> torch.Tensor:
-    """The edgevl value for one reference output name (without its train./reparam. prefix)."""
+    """The edgevl value for one reference output (name without its train./reparam. prefix), except
+    intermediates, which `capture_intermediates` collects."""
     tokens = io["input.text_tokens"]
     if name.startswith("forward."):
         img, txt, scale = model(io["input.image_a"], tokens)
@@ -72,18 +98,8 @@ def compute(model, io: dict, name: str) -> torch.Tensor:
         ids = io["input.text_tokens_ctx32"] if "ctx32" in name else tokens
         with _non_causal(model) if name.endswith("noncausal") else contextlib.nullcontext():
             return model.encode_text(ids)
-    if name in ("inter.text.embeddings", "inter.text.embedding_dropout"):
+    if name in _EMBEDDINGS:
         return model.text.embed(tokens)
-    if name.startswith("inter.text."):
-        module = _text_module(model, name[len("inter.text.") :])
-        return _captured(module, lambda: model.encode_text(tokens))
-    if name.startswith("inter.image_"):
-        image = io[f"input.image_{name[len('inter.image_')]}"]
-        sub = name.split(".", 2)[2]
-        module = model.visual.get_submodule(_V1_MODULES.get(sub, sub))
-        out = _captured(module, lambda: model.encode_image(image))
-        # timm's patch_embed flattens (B, D, H, W) to tokens (B, H·W, D); edgevl's returns the map
-        return out.flatten(2).transpose(1, 2) if sub == "trunk.patch_embed" else out
     raise KeyError(f"no edgevl computation for reference output {name!r}")
 
 
@@ -95,11 +111,13 @@ def _check_all(model, io: dict, prefix: str) -> int:
     names = [k[len(prefix) + 1 :] for k in io if k.startswith(prefix + ".")]
     assert names, f"no reference outputs under {prefix!r}"
     with torch.no_grad():
+        inter = capture_intermediates(model, io, [n for n in names if n.startswith("inter.")])
         for name in names:
             expected = io[f"{prefix}.{name}"]
             # image-tower feature maps reach |x| ~ 20: compare them at float32 noise level (2e-6 relative)
             atol = max(ATOL, 2e-6 * expected.abs().max().item()) if name.startswith("inter.image") else ATOL
-            assert_close(compute(model, io, name), expected, f"{prefix}.{name}", atol)
+            actual = inter[name] if name in inter else compute(model, io, name)
+            assert_close(actual, expected, f"{prefix}.{name}", atol)
     return len(names)
 
 
