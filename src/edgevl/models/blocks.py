@@ -39,6 +39,18 @@ def identity_kernel(channels: int, groups: int, kernel_size: int, like: torch.Te
     return kernel
 
 
+@torch.no_grad()
+def folded_conv(weight: torch.Tensor, bias: torch.Tensor, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """A conv with bias holding a folded kernel (`weight` is [out, in/groups, k, k]; padding k // 2)."""
+    out_chs, in_per_group, k = weight.shape[0], weight.shape[1], weight.shape[-1]
+    conv = nn.Conv2d(
+        in_per_group * groups, out_chs, k, stride, k // 2, groups=groups, device=weight.device, dtype=weight.dtype
+    )
+    conv.weight.copy_(weight)
+    conv.bias.copy_(bias)
+    return conv
+
+
 def _pad_to(kernel: torch.Tensor, kernel_size: int) -> torch.Tensor:
     pad = (kernel_size - kernel.shape[-1]) // 2
     return F.pad(kernel, [pad, pad, pad, pad])
@@ -167,20 +179,7 @@ class MobileOneBlock(nn.Module):
             return
         _require_eval(self)
         weight, bias = self.fused_kernel_bias()
-        conv = nn.Conv2d(
-            self.in_chs,
-            self.out_chs,
-            self.kernel_size,
-            self.stride,
-            self.kernel_size // 2,
-            groups=self.groups,
-            bias=True,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
-        self.reparam_conv = conv
+        self.reparam_conv = folded_conv(weight, bias, self.stride, self.groups)
         self.identity = self.conv_scale = None
         self.conv_kxk = nn.ModuleList()
 
@@ -214,19 +213,7 @@ class RepMixer(nn.Module):
         gamma = self.layer_scale.gamma
         weight = identity_kernel(self.dim, self.dim, self.kernel_size, w_mix) + gamma.unsqueeze(-1) * (w_mix - w_norm)
         bias = gamma.flatten() * (b_mix - b_norm)
-        conv = nn.Conv2d(
-            self.dim,
-            self.dim,
-            self.kernel_size,
-            1,
-            self.kernel_size // 2,
-            groups=self.dim,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
-        self.reparam_conv = conv
+        self.reparam_conv = folded_conv(weight, bias, groups=self.dim)
         self.norm = self.mixer = self.layer_scale = None
 
 
@@ -251,19 +238,7 @@ class RepConditionalPosEnc(nn.Module):
             return
         _require_eval(self)
         weight = self.pos_enc.weight + identity_kernel(self.dim, self.dim, self.kernel_size, self.pos_enc.weight)
-        conv = nn.Conv2d(
-            self.dim,
-            self.dim,
-            self.kernel_size,
-            1,
-            self.kernel_size // 2,
-            groups=self.dim,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        conv.weight.copy_(weight)
-        conv.bias.copy_(self.pos_enc.bias)
-        self.reparam_conv = conv
+        self.reparam_conv = folded_conv(weight, self.pos_enc.bias, groups=self.dim)
         self.pos_enc = None
 
 
@@ -303,19 +278,8 @@ class ReparamLargeKernelConv(nn.Module):
         _require_eval(self)
         w_large, b_large = self.large_conv.fused()
         w_small, b_small = self.small_conv.fused()
-        conv = nn.Conv2d(
-            self.in_chs,
-            self.out_chs,
-            self.kernel_size,
-            self.stride,
-            self.kernel_size // 2,
-            groups=self.in_chs,
-            device=w_large.device,
-            dtype=w_large.dtype,
-        )
-        conv.weight.copy_(w_large + _pad_to(w_small, self.kernel_size))
-        conv.bias.copy_(b_large + b_small)
-        self.reparam_conv = conv
+        weight = w_large + _pad_to(w_small, self.kernel_size)
+        self.reparam_conv = folded_conv(weight, b_large + b_small, self.stride, groups=self.in_chs)
         self.large_conv = self.small_conv = None
 
 
