@@ -158,3 +158,18 @@ def test_bad_configs_and_checkpoints(tmp_path):
     (folder / "vocab.json").write_text(json.dumps(vocab))
     with pytest.raises(ConfigError, match="concept vocabulary is empty"):
         LightCap.load_pretrained(folder)
+
+
+def test_mci0_backbone_gives_a_1024_channel_grid_and_folds():
+    torch.manual_seed(0)
+    cfg = get_lightcap_config("lightcap-mci0").replace(image_size=64, num_concepts=16, vocab_size=64)
+    model = LightCap(cfg).eval()
+    assert model.backbone.out_channels == 1024
+    assert abs(sum(p.numel() for p in model.backbone.parameters()) / 1e6 - (11.406 - 0.524)) < 0.01  # spec 4
+    pixels = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model(pixels, torch.tensor([[model.bos_id, 5]]))
+        model.fold_backbone()
+        after = model(pixels, torch.tensor([[model.bos_id, 5]]))
+    assert before.shape == (cfg.num_heads, 1, 2, 64)
+    assert torch.allclose(before, after, atol=1e-4)
