@@ -1,25 +1,15 @@
-"""Shared fixtures: tiny random teachers, captioner and a 24-sample world dataset (3 shards of 8)."""
+"""Shared fixtures: tiny random teachers, captioner, a 24-sample world dataset (3 shards of 8, plus one broken
+sample in shard 1) and a reference single-process run over it."""
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import TinySetup, make_world, reinforce_config, save_captioner, save_teachers
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tiny_models import make_world, save_captioner, save_teachers  # noqa: E402
-
-
-@dataclass(frozen=True)
-class TinySetup:
-    root: Path
-    data: str
-    teachers: tuple[str, ...]
-    captioner: str
+from edgevl.reinforce.generate import reinforce
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,3 +26,10 @@ def tiny(tmp_path_factory) -> TinySetup:
     root = tmp_path_factory.mktemp("reinforce")
     teachers = tuple(save_teachers(root))
     return TinySetup(root, make_world(root, 24, 8), teachers, save_captioner(root))
+
+
+@pytest.fixture(scope="session")
+def reference(tiny) -> tuple[Path, dict]:
+    """A finished single-process run with the default test settings: (folder, manifest)."""
+    out = tiny.root / "reference"
+    return out, reinforce(reinforce_config(tiny, out))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import NUM_AUGS, NUM_SYN, reinforce_config
 
 import edgevl
 from edgevl.data.augment import decode_paug, replay, to_float_batch, to_uint8_tensor
@@ -19,23 +20,18 @@ from edgevl.data.readers import open_dataset
 from edgevl.data.readers.reinforced import load_embeddings
 from edgevl.data.transforms import load_image
 from edgevl.errors import ConfigError
-from edgevl.reinforce.generate import ReinforceConfig, reinforce
+from edgevl.reinforce.generate import reinforce
 from edgevl.reinforce.verify import verify
 from edgevl.train.manifest import check_reinforced_data
 
-NUM_AUGS, NUM_SYN = 3, 2
 
-
-def run(tiny, out: Path, data: str | None = None, **kw) -> dict:
-    cfg = ReinforceConfig(data=data or tiny.data, out=str(out), teachers=tiny.teachers, captioner=tiny.captioner,
-                          num_augs=NUM_AUGS, num_syn_captions=NUM_SYN, batch_size=5, progress=False, **kw)
-    return reinforce(cfg)
+def run(tiny, out: Path, **kw) -> dict:
+    return reinforce(reinforce_config(tiny, out, **kw))
 
 
 @pytest.fixture(scope="module")
-def fp16_run(tiny):
-    out = tiny.root / "out-fp16"
-    return out, run(tiny, out)
+def fp16_run(reference):
+    return reference
 
 
 def samples_of(path: Path) -> dict[str, dict[str, bytes]]:
@@ -59,7 +55,8 @@ def test_manifest_records_sources_teachers_and_shards(tiny, fp16_run):
     assert manifest["embeddings"]["image_emb"] == [NUM_AUGS, 40]
     assert manifest["embeddings"]["text_emb"] == [1 + NUM_SYN, 40]
     assert [s["samples"] for s in manifest["shards"]] == [8, 8, 8]
-    assert manifest["totals"] == {"samples": 24, "skipped": 0, "input": 24, "skipped_by_kind": {}}
+    assert manifest["shards"][1]["skipped"] == {"bad_image": 1}
+    assert manifest["totals"] == {"samples": 24, "skipped": 1, "input": 25, "skipped_by_kind": {"bad_image": 1}}
     for stats in manifest["shards"]:
         assert stats["sha256"] == hashlib.sha256((out / stats["name"]).read_bytes()).hexdigest()
     assert json.loads((out / "sizes.json").read_text()) == {s["name"]: 8 for s in manifest["shards"]}
@@ -181,8 +178,6 @@ def test_bad_settings_are_config_errors(tiny, fp16_run, tmp_path):
     with pytest.raises(ConfigError, match="npz cannot hold bfloat16"):
         run(tiny, tmp_path, dtype="bf16", fmt="npz")
     with pytest.raises(ConfigError, match="different settings.*num_augs"):
-        reinforce(ReinforceConfig(data=tiny.data, out=str(out), teachers=tiny.teachers, captioner=tiny.captioner,
-                                  num_augs=4, num_syn_captions=NUM_SYN, batch_size=5, progress=False))
+        run(tiny, out, num_augs=4)
     with pytest.raises(ConfigError, match="needs weights"):
-        reinforce(ReinforceConfig(data=tiny.data, out=str(tmp_path / "x"), teachers=("world-teacher-vit",),
-                                  captioner=tiny.captioner, progress=False))
+        run(tiny, tmp_path / "x", teachers=("world-teacher-vit",))

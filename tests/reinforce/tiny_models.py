@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,7 +13,9 @@ import edgevl
 from edgevl.data.world import make
 from edgevl.models.lightcap.config import get_lightcap_config
 from edgevl.models.lightcap.model import LightCap
+from edgevl.reinforce.generate import ReinforceConfig
 
+NUM_AUGS, NUM_SYN, BATCH = 3, 2, 4
 TINY_TEXT = {"context_length": 16, "width": 32, "heads": 2, "layers": 1}
 TINY_VIT = {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16}
 TINY_MCI = {"image_size": 32, "timm_model_kwargs": {"layers": [1, 1, 1, 1], "embed_dims": [8, 16, 32, 64]}}
@@ -43,7 +48,35 @@ def save_captioner(root: Path) -> str:
 
 
 def make_world(root: Path, n: int, shard_size: int) -> str:
-    """A 64 px world train split as webdataset shards; returns the shard pattern."""
+    """A 64 px world train split as webdataset shards, plus one undecodable sample at the end of shard 1;
+    returns the shard pattern."""
     make(root / "data", n, shard_size=shard_size, size=64)
+    with tarfile.open(root / "data" / "00001.tar", "a") as tar:
+        for name, data in (("zz-broken.png", b"not a png"), ("zz-broken.txt", b"a broken image")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     last = -(-n // shard_size) - 1
     return str(root / "data" / f"{{00000..{last:05d}}}.tar")
+
+
+@dataclass(frozen=True)
+class TinySetup:
+    root: Path
+    data: str
+    teachers: tuple[str, ...]
+    captioner: str
+
+
+def reinforce_config(tiny: TinySetup, out: Path, **kw) -> ReinforceConfig:
+    """The settings every test uses unless it overrides some."""
+    base = {"data": tiny.data, "out": str(out), "teachers": tiny.teachers, "captioner": tiny.captioner,
+            "num_augs": NUM_AUGS, "num_syn_captions": NUM_SYN, "batch_size": BATCH, "progress": False}
+    return ReinforceConfig(**{**base, **kw})
+
+
+def cli_args(tiny: TinySetup, out: Path) -> list[str]:
+    """`edgevl reinforce run` arguments equal to `reinforce_config(tiny, out)`."""
+    return ["reinforce", "run", "--data", tiny.data, "--out", str(out), "--teachers", ",".join(tiny.teachers),
+            "--captioner", tiny.captioner, "--num-augs", str(NUM_AUGS), "--num-syn-captions", str(NUM_SYN),
+            "--batch-size", str(BATCH), "--no-progress"]
