@@ -47,6 +47,27 @@ def test_create_model_and_transforms_uses_config_preprocessing():
     assert custom.cfg.interpolation == "bicubic"
 
 
+def test_preprocess_train_is_the_reproducible_augmentation():
+    import numpy as np
+    from PIL import Image
+
+    from edgevl.data.augment import TrainTransform, replay, sample_record
+
+    _, train, val = edgevl.create_model_and_transforms("world-student-mci")
+    assert isinstance(train, TrainTransform)
+    cfg = train.config
+    assert (cfg.size, cfg.interpolation, cfg.mean, cfg.std) == (64, "bilinear", val.cfg.mean, val.cfg.std)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8))
+    x = TrainTransform(cfg, generator=7)(img)
+    # Same generator seed -> same record -> replaying it gives exactly the transform's output.
+    record = sample_record(90, 70, cfg, 7)
+    expected = torch.from_numpy(np.asarray(replay(img, record, 64, "bilinear"), dtype=np.float32) / 255)
+    assert torch.equal(x, expected.permute(2, 0, 1))
+    assert not torch.equal(train(img), train(img))  # a fresh augmentation per call
+    _, mild, _ = edgevl.create_model_and_transforms("world-student-mci", aug_cfg={"scale": (0.9, 1.0)})
+    assert mild.config.scale == (0.9, 1.0)
+
+
 def test_precision_and_overrides():
     model = edgevl.create_model("world-student-mci", precision="bf16", text_cfg={"context_length": 16})
     assert model.text.text_projection.dtype == torch.bfloat16

@@ -437,6 +437,25 @@ def to_float_batch(
     return x.sub_(m).div_(s)
 
 
+class TrainTransform:
+    """Training preprocessing: a fresh random-resized crop + RandAugment per call, then to-tensor and normalize.
+
+    This is the `preprocess_train` of `create_model_and_transforms`; `generator` makes the sequence of
+    augmentations reproducible (None: torch's global RNG).
+    """
+
+    def __init__(self, config: AugmentConfig | None = None, generator: Generator = None) -> None:
+        self.config = config or AugmentConfig()
+        self.generator = _as_generator(generator)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        img, _ = sample(image, self.generator, self.config)
+        return to_float_batch(to_uint8_tensor(img)[None], self.config.mean, self.config.std)[0]
+
+    def __repr__(self) -> str:
+        return f"TrainTransform({self.config.to_dict()})"
+
+
 class AugmentDataset(torch.utils.data.Dataset):
     """Images (PIL, paths or bytes) -> (uint8 CHW tensor, record), replaying `records[i]` when given, else
     sampling a fresh record. Use with `collate_augmented` in a multi-worker DataLoader.

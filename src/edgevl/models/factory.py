@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgevl.data.augment import AugmentConfig, TrainTransform
 from edgevl.data.transforms import ImageTransform, PreprocessCfg
 from edgevl.errors import CheckpointError, ConfigError
 from edgevl.models.checkpoint import (
@@ -198,13 +199,16 @@ def create_model_and_transforms(
     image_std: tuple[float, float, float] | None = None,
     image_interpolation: str | None = None,
     image_resize_mode: str | None = None,
+    aug_cfg: dict | None = None,
     **kwargs,
-) -> tuple[CLIP, ImageTransform, ImageTransform]:
+) -> tuple[CLIP, TrainTransform, ImageTransform]:
     """(model, preprocess_train, preprocess_val) like open_clip; `kwargs` go to `create_model`.
 
     preprocess_val resizes the short side, center-crops and normalizes as the model's config says.
-    preprocess_train is currently the same transform (random-resized-crop + RandAugment training
-    augmentation is applied by the data pipeline, `edgevl.data.augment`).
+    preprocess_train is MobileCLIP's training augmentation at the model's size, interpolation and
+    normalization: random-resized crop (scale 0.08-1) + RandAugment (2 ops, magnitude 9); `aug_cfg`
+    overrides `AugmentConfig` fields, e.g. `{"scale": (0.9, 1.0), "rand_augment_p": 0.0}` for open_clip's
+    milder default.
     """
     model = create_model(model_name, pretrained, **kwargs)
     cfg = preprocess_cfg_for(
@@ -215,7 +219,9 @@ def create_model_and_transforms(
         resize_mode=image_resize_mode,
     )
     val = ImageTransform(cfg)
-    return model, val, val
+    train_cfg = {"size": cfg.size, "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std}
+    train = TrainTransform(AugmentConfig(**{**train_cfg, **(aug_cfg or {})}))
+    return model, train, val
 
 
 def create_model_from_pretrained(
