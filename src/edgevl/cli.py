@@ -619,6 +619,8 @@ def _add_reinforce(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="compute precision of the models")
     run.add_argument("--top-p", type=float, default=0.9, help="nucleus mass of caption sampling")
     run.add_argument("--temperature", type=float, default=1.0, help="caption sampling temperature")
+    run.add_argument("--no-images", action="store_true",
+                     help="DataCompDR layout: leave image and txt out (read with ?images=<the input shards>)")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (torchrun: cuda:LOCAL_RANK)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_run_reinforce)
@@ -635,7 +637,7 @@ def _run_reinforce(args: argparse.Namespace) -> int:
         num_augs=args.num_augs, num_syn_captions=args.num_syn_captions, dtype=args.dtype, fmt=args.fmt,
         seed=args.seed, batch_size=args.batch_size, shard_size=args.shard_size, aug_size=args.aug_size,
         logit_scales=parse_scales(args.logit_scales), precision=args.precision, top_p=args.top_p,
-        temperature=args.temperature, device=args.device, progress=not args.no_progress,
+        temperature=args.temperature, images=not args.no_images, device=args.device, progress=not args.no_progress,
     )
     manifest = reinforce(cfg)
     totals = manifest["totals"]

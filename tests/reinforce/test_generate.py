@@ -181,3 +181,24 @@ def test_bad_settings_are_config_errors(tiny, fp16_run, tmp_path):
         run(tiny, out, num_augs=4)
     with pytest.raises(ConfigError, match="needs weights"):
         run(tiny, tmp_path / "x", teachers=("world-teacher-vit",))
+
+
+def test_no_images_output_is_joined_back_with_the_input_shards(tiny, reference, tmp_path):
+    ref_dir, _ = reference
+    data = str(Path(tiny.data).parent / "00001.tar")  # the shard with the broken sample
+    manifest = run(tiny, tmp_path, data=data, images=False)
+    assert manifest["members"] == ["json", "paug.json", "syn.json", "npz"]
+    assert verify(tmp_path).ok
+    joined = list(open_dataset(f"reinforced:{tmp_path}/00000000.tar?images=wds:{data}&size=32"))
+    included = list(open_dataset(f"reinforced:{ref_dir}/00000001.tar?size=32"))
+    assert len(joined) == len(included) == 8
+    for a, b in zip(joined, included):
+        assert (a.key, a.caption, a.syn_caption, a.aug_index) == (b.key, b.caption, b.syn_caption, b.aug_index)
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+        assert torch.equal(a.image_emb, b.image_emb) and torch.equal(a.syn_text_emb, b.syn_text_emb)
+
+    from edgevl.data.world import make
+
+    make(tmp_path / "table", 2, fmt="csv", size=64)
+    with pytest.raises(ConfigError, match="--no-images needs webdataset input"):
+        run(tiny, tmp_path / "t", data=f"csv:{next((tmp_path / 'table').glob('*.csv'))}", images=False)

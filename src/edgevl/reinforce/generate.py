@@ -29,6 +29,7 @@ from edgevl.reinforce.teachers import Teacher
 
 STATE_DIR = "_state"
 SETTINGS = "settings.json"
+BARRIER_TIMEOUT_S = 7 * 24 * 3600.0  # ranks that finish early wait for the slowest one at the final barrier
 
 
 def shard_name(index: int) -> str:
@@ -56,6 +57,7 @@ class ReinforceConfig:
     precision: str = "fp32"
     top_p: float = 0.9
     temperature: float = 1.0
+    images: bool = True
     device: str = "auto"
     progress: bool = True
 
@@ -149,9 +151,11 @@ class ShardJob:
         for i, (key, s) in enumerate(batch):
             meta = {**s.meta, "uid": s.meta.get("uid", s.key), "key": s.key,
                     "sha256": hashlib.sha256(s.image_bytes).hexdigest()}
-            members = {s.image_ext: s.image_bytes, "txt": s.caption.encode("utf-8")}
-            if s.label is not None:
-                members["cls"] = str(s.label).encode("ascii")
+            members = {}
+            if cfg.images:
+                members = {s.image_ext: s.image_bytes, "txt": s.caption.encode("utf-8")}
+                if s.label is not None:
+                    members["cls"] = str(s.label).encode("ascii")
             members["json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
             members["paug.json"] = encode_paug(records[i], string_form=True).encode("utf-8")
             members["syn.json"] = json.dumps({"syn_text": synthetic[i]}, ensure_ascii=False).encode("utf-8")
@@ -204,11 +208,13 @@ def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     from edgevl.train.distributed import barrier, cleanup, init_distributed
 
     cfg.check()
-    info = init_distributed(cfg.device)
+    info = init_distributed(cfg.device, timeout_s=BARRIER_TIMEOUT_S)
     try:
         out = Path(cfg.out)
         (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
         inputs = InputShards(cfg.data, cfg.shard_size)
+        if not cfg.images and not inputs.is_tar:
+            raise ConfigError("--no-images needs webdataset input: the output is joined with the input shards by key")
         if info.is_main:
             _check_settings(out, cfg.settings())
         barrier()

@@ -88,6 +88,11 @@ class InputShards:
     def __len__(self) -> int:
         return self.count
 
+    @property
+    def is_tar(self) -> bool:
+        """True for webdataset input, whose shards and keys the output keeps (so it can be joined back)."""
+        return isinstance(self.reader, ShardedTarReader)
+
     def total_samples(self) -> int | None:
         """Number of input samples when known up front (map readers, or a webdataset with sizes.json)."""
         if isinstance(self.reader, MapReader):

@@ -42,8 +42,10 @@ class VerifyReport:
 def _sample_problems(raw: RawSample, manifest: dict[str, Any]) -> list[str]:
     """Problems of one raw sample: missing members, record/caption counts, embedding shapes/dtype/norms."""
     member = manifest["embeddings"]["member"]
-    missing = [m for m in ("txt", "json", "paug.json", "syn.json", member) if m not in raw]
-    missing += [] if any(e in raw for e in IMAGE_EXTS) else ["image"]
+    with_images = manifest["images"] == "included"
+    required = ("json", "paug.json", "syn.json", member, *(("txt",) if with_images else ()))
+    missing = [m for m in required if m not in raw]
+    missing += [] if any(e in raw for e in IMAGE_EXTS) or not with_images else ["image"]
     if missing:
         return [f"missing members {missing}"]
     problems = []
