@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tiny_models import NUM_AUGS, NUM_SYN, reinforce_config
 
 import edgevl
+from edgevl.cli import main
 from edgevl.data.augment import decode_paug, replay, to_float_batch, to_uint8_tensor
 from edgevl.data.readers import open_dataset
 from edgevl.data.readers.reinforced import load_embeddings
@@ -171,6 +172,9 @@ def test_verify_reports_damage(tiny, fp16_run, tmp_path):
     assert not report.ok
     text = "\n".join(report.problems)
     assert "00000001.tar: size or SHA-256 differs" in text and "00000009.tar: shard not in the manifest" in text
+    assert main(["reinforce", "verify", str(out)]) == 0
+    assert main(["reinforce", "verify", str(copy)]) == 1
+    assert main(["reinforce", "verify", str(tmp_path)]) == 2  # no manifest: a one-line error
 
 
 def test_bad_settings_are_config_errors(tiny, fp16_run, tmp_path):
