@@ -176,7 +176,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise ExportError(f"cannot read export manifest {str(path)!r}: {exc}") from exc
 
 
-def _base_manifest(exporter: str, opset: int | None, tolerance: float) -> dict[str, Any]:
+def base_manifest(exporter: str, opset: int | None, tolerance: float) -> dict[str, Any]:
     import edgevl
 
     ort = require("onnxruntime")
@@ -195,7 +195,7 @@ def export_clip(model: torch.nn.Module, out: str | Path, *, model_name: str, pre
 
     folded = reparameterize(model)
     graphs = [g for g in clip_graphs(folded) if g.name in parts]
-    manifest = manifest if manifest is not None else _base_manifest(exporter, opset, tolerance)
+    manifest = manifest if manifest is not None else base_manifest(exporter, opset, tolerance)
     pp = preprocess_cfg_for(model)
     manifest.update({"model": model_name, "pretrained": pretrained, "context_length": model.context_length,
                      "preprocess": {"size": pp.size, "mean": list(pp.mean), "std": list(pp.std),
@@ -219,7 +219,7 @@ def export_captioner(model, out: str | Path, *, name: str, weights: str | None =
     model = copy.deepcopy(model).eval().fold_backbone()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = manifest if manifest is not None else _base_manifest(exporter, opset, tolerance)
+    manifest = manifest if manifest is not None else base_manifest(exporter, opset, tolerance)
     vocab = {"type": "word", "words": model.vocab.words, "concepts": model.concept_names}
     atomic_write(out / VOCAB_FILE, lambda tmp: Path(tmp).write_text(json.dumps(vocab), encoding="utf-8"))
     cfg = model.config

@@ -1,0 +1,74 @@
+"""`edgevl export` as one call: CLIP towers and/or a LightCap captioner into a folder, optional int8 + world eval."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgevl.export.onnx import (
+    PARTS,
+    base_manifest,
+    export_captioner,
+    export_clip,
+    write_manifest,
+)
+from edgevl.export.parity import DEFAULT_TOLERANCE
+from edgevl.export.runtime import ExportError
+
+
+def parse_parts(parts: str | Sequence[str]) -> list[str]:
+    """'image,text' -> ['image', 'text'] (ExportError naming unknown parts)."""
+    items = [p.strip() for p in (parts.split(",") if isinstance(parts, str) else parts) if p.strip()]
+    unknown = [p for p in items if p not in PARTS]
+    if unknown or not items:
+        raise ExportError(f"unknown export parts {unknown or items}; choose from {', '.join(PARTS)}")
+    return items
+
+
+def parse_captioner(spec: str) -> tuple[str, str | None]:
+    """'NAME[:WEIGHTS]' -> (preset name, config JSON or model folder; weights file or None)."""
+    name, _, weights = spec.partition(":")
+    if not name:
+        raise ExportError(f"--captioner {spec!r}: expected NAME or NAME:WEIGHTS")
+    return name, weights or None
+
+
+def export_model(out: str | Path, *, model_name: str | None = None, pretrained: str | None = None,
+                 parts: str | Sequence[str] = ("image", "text"), captioner: str = "lightcap-tiny",
+                 exporter: str = "dynamo", opset: int | None = None, quantize: str | None = None,
+                 tolerance: float = DEFAULT_TOLERANCE, eval_world: bool = False, world_samples: int = 200,
+                 progress=None) -> dict[str, Any]:
+    """Export the requested parts into `out` and return the export.json content.
+
+    CLIP towers come from `create_model(model_name, pretrained)`; the captioner from `create_lightcap` with a
+    `NAME[:WEIGHTS]` spec. `eval_world` adds the world zero-shot accuracies of PyTorch vs ONNX (needs towers).
+    """
+    parts = parse_parts(parts)
+    tower_parts = [p for p in parts if p in ("image", "text")]
+    if tower_parts and not model_name:
+        raise ExportError("exporting the image/text towers needs a model name (--model)")
+    if eval_world and tower_parts != ["image", "text"]:
+        raise ExportError("--eval-world needs both the image and the text tower (--parts image,text)")
+    manifest = base_manifest(exporter, opset, tolerance)
+    common = {"exporter": exporter, "opset": opset, "tolerance": tolerance, "quantize": quantize,
+              "progress": progress, "manifest": manifest}
+    model = None
+    if tower_parts:
+        from edgevl.models.factory import create_model
+
+        model = create_model(model_name, pretrained)
+        export_clip(model, out, model_name=model_name, pretrained=pretrained, parts=tower_parts, **common)
+    if "captioner" in parts:
+        from edgevl.models.lightcap.model import create_lightcap
+
+        name, weights = parse_captioner(captioner)
+        export_captioner(create_lightcap(name, weights), out, name=name, weights=weights, **common)
+    if eval_world:
+        from edgevl.export.world_eval import evaluate_world
+
+        precisions = ("fp32", "int8") if quantize else ("fp32",)
+        manifest["world_eval"] = evaluate_world(model, out, model_name=model_name, n=world_samples,
+                                                precisions=precisions, progress=progress)
+        write_manifest(out, manifest)
+    return manifest
