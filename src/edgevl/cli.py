@@ -657,6 +657,46 @@ def _run_reinforce_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+# --------------------------------------------------------------------------------------- export
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(
+        sub,
+        "export",
+        "export reparameterized towers / the LightCap captioner to ONNX, with parity checks and int8 option",
+    )
+    p.add_argument("--model", default=None, help="registered CLIP config name (needed for the image/text parts)")
+    p.add_argument("--pretrained", default=None, help="CLIP weights file or folder (default: random weights)")
+    p.add_argument("--out", required=True, help="output folder for the .onnx files and export.json")
+    p.add_argument("--parts", default="image,text", help="comma-separated parts: image, text, captioner")
+    p.add_argument("--captioner", default="lightcap-tiny",
+                   help="LightCap NAME[:WEIGHTS] (preset, config JSON or model folder; optional .safetensors)")
+    p.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo",
+                   help="torch.onnx exporter: dynamo (opset 20, maintained) or legacy TorchScript (opset 17, faster)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 20 dynamo, 17 legacy)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="also write *.int8.onnx: onnxruntime dynamic int8 of MatMul/Gemm only")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="max parity error relative to the output magnitude (PyTorch vs ONNX Runtime)")
+    p.add_argument("--eval-world", action="store_true",
+                   help="report world zero-shot accuracy of PyTorch vs the ONNX graphs (fp32 and int8)")
+    p.add_argument("--world-samples", type=int, default=200, help="world test images per task for --eval-world")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from edgevl.export.pipeline import export_model
+
+    if args.model and args.pretrained is None:
+        print(f"edgevl: warning: no --pretrained given, {args.model} has random weights", file=sys.stderr)
+    manifest = export_model(
+        args.out, model_name=args.model, pretrained=args.pretrained, parts=args.parts, captioner=args.captioner,
+        exporter=args.exporter, opset=args.opset, quantize=args.quantize, tolerance=args.tolerance,
+        eval_world=args.eval_world, world_samples=args.world_samples, progress=print,
+    )
+    print(f"wrote {len(manifest['graphs'])} graph(s) and export.json to {args.out}")
+    return 0
+
+
 # The order here is the order in `edgevl --help`.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
@@ -672,6 +712,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_reinforce,
     _add_train,
     _add_convert,
+    _add_export,
 ]
 
 
