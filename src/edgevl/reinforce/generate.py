@@ -190,12 +190,9 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
 
 
 def _progress_total(inputs: InputShards, shards: Sequence[int]) -> int | None:
+    """Samples this rank will read (estimated as its share of the input size), or None if unknown."""
     total = inputs.total_samples()
-    if total is None:
-        return None
-    if not inputs.count or len(shards) == inputs.count:
-        return total
-    return round(total * len(shards) / inputs.count)
+    return None if total is None else round(total * len(shards) / len(inputs))
 
 
 def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
@@ -208,6 +205,7 @@ def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     from edgevl.train.distributed import barrier, cleanup, init_distributed
 
     cfg.check()
+    joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     info = init_distributed(cfg.device, timeout_s=BARRIER_TIMEOUT_S)
     try:
         out = Path(cfg.out)
@@ -247,7 +245,8 @@ def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
         barrier()
         return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     finally:
-        cleanup()
+        if not joined:  # leave a process group the caller created alone
+            cleanup()
 
 
 def parse_scales(text: str | None) -> tuple[float, ...] | None:
