@@ -1,0 +1,89 @@
+"""World evaluation of a CLIP model: zero-shot accuracy on every world task and image-text retrieval R@K.
+
+In-distribution numbers use the `test` split; `heldout` scores the headline `color_shape` task on the 8
+colour+shape combinations never seen in training (against all 80 class names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch import nn
+
+from edgevl.data.world import HEADLINE_TASK, WorldSample, samples, tasks
+from edgevl.eval.retrieval import retrieval_metrics
+from edgevl.eval.zeroshot import build_zero_shot_classifier
+
+HELDOUT_KEY = f"{HEADLINE_TASK}@heldout"
+
+
+@dataclass
+class EvalSet:
+    """Fixed evaluation samples: the `test` split (all tasks, retrieval) and the `heldout` split."""
+
+    test: list[WorldSample]
+    heldout: list[WorldSample]
+
+    @classmethod
+    def make(cls, n_test: int, n_heldout: int, seed: int = 0, size: int = 64) -> EvalSet:
+        return cls(list(samples(n_test, "test", seed, size)), list(samples(n_heldout, "heldout", seed, size)))
+
+
+@torch.no_grad()
+def image_features(model: nn.Module, images: Sequence[Image.Image],
+                   transform: Callable[[Image.Image], torch.Tensor], batch_size: int = 256) -> torch.Tensor:
+    """L2-normalized image embeddings [N, D] in eval mode."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        pixels = torch.stack([transform(im) for im in images[i:i + batch_size]])
+        out.append(model.encode_image(pixels, normalize=True).float())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def text_features(model: nn.Module, tokenizer: Callable, texts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
+    """L2-normalized text embeddings [N, D] in eval mode."""
+    return torch.cat([model.encode_text(tokenizer(list(texts[i:i + batch_size])), normalize=True).float()
+                      for i in range(0, len(texts), batch_size)])
+
+
+def zero_shot_predictions(model: nn.Module, tokenizer: Callable, feats: torch.Tensor, task_name: str) -> torch.Tensor:
+    """Class scores [N, classes] of image features for one world task (templates averaged)."""
+    task = tasks()[task_name]
+    templates = [lambda c, t=t: t.format(c=c) for t in task.templates]  # world templates use a {c} field
+    classifier = build_zero_shot_classifier(model, tokenizer, task.classnames, templates)
+    return feats @ classifier
+
+
+@torch.no_grad()
+def evaluate_world(model: nn.Module, tokenizer: Callable, transform: Callable[[Image.Image], torch.Tensor],
+                   data: EvalSet, retrieval: bool = True) -> dict[str, float]:
+    """Top-1 zero-shot accuracy per task on `test`, `color_shape@heldout`, and retrieval R@1/R@5 against the
+    5 clean captions per test image (`i2t_R@k`: image finds one of its captions; `t2i_R@k`: caption finds its
+    image)."""
+    was_training = model.training
+    model.eval()
+    metrics: dict[str, float] = {}
+    feats = image_features(model, [s.image for s in data.test], transform)
+    for name, task in tasks().items():
+        target = torch.tensor([task.label(s.labels) for s in data.test])
+        pred = zero_shot_predictions(model, tokenizer, feats, name).argmax(dim=1)
+        metrics[name] = (pred == target).float().mean().item()
+    if data.heldout:
+        task = tasks()[HEADLINE_TASK]
+        held = image_features(model, [s.image for s in data.heldout], transform)
+        target = torch.tensor([task.label(s.labels) for s in data.heldout])
+        pred = zero_shot_predictions(model, tokenizer, held, HEADLINE_TASK).argmax(dim=1)
+        metrics[HELDOUT_KEY] = (pred == target).float().mean().item()
+    if retrieval:
+        texts = [c for s in data.test for c in s.captions]
+        owners = [i for i, s in enumerate(data.test) for _ in s.captions]
+        r = retrieval_metrics(feats, text_features(model, tokenizer, texts), owners, ks=(1, 5))
+        for k in (1, 5):
+            metrics[f"i2t_R@{k}"] = r[f"text_retrieval_recall@{k}"]
+            metrics[f"t2i_R@{k}"] = r[f"image_retrieval_recall@{k}"]
+    model.train(was_training)
+    return metrics

@@ -1,0 +1,89 @@
+"""The recipe behind the shipped world models (`edgevl world pretrain`): CLIP teachers trained long on clean
+captions of a large train split with the generic trainer, then the LightCap captioner on the same captions.
+
+Everything is seeded; the teachers are trained independently, so they can run in parallel processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgevl.errors import ConfigError
+from edgevl.world_models.data import WorldPairs, pixel_transform
+from edgevl.world_models.evaluate import EvalSet, evaluate_world
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """How one shipped teacher is trained: model config, steps and batch of the clip-mode run."""
+
+    model: str
+    steps: int
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 50
+    wd: float = 0.1
+
+
+TEACHERS = {
+    "teacher-vit": TeacherRecipe("world-teacher-vit", steps=1000),
+    "teacher-mci": TeacherRecipe("world-teacher-mci", steps=600),
+}
+WHAT = (*TEACHERS, "teachers", "captioner", "all")
+TRAIN_SAMPLES = 200_000  # the "large clean split": more samples than the longest run reads
+EVAL_TEST, EVAL_HELDOUT = 1000, 400
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_half(model: torch.nn.Module, folder: Path) -> Path:
+    """`save_pretrained` with float16 weights (halves the shipped size; the factory loads them into fp32)."""
+    from edgevl.models.checkpoint import save_pretrained
+
+    half = copy.deepcopy(model).half()
+    return save_pretrained(half, folder, config=model.model_cfg, preprocess_cfg=model.preprocess_cfg)
+
+
+def pretrain_teacher(name: str, out: str | Path, *, steps: int | None = None, seed: int = 0,
+                     eval_data: EvalSet | None = None) -> dict[str, Any]:
+    """Train teacher `name` of `TEACHERS` in clip mode on clean captions; write `out/<name>/` and its metrics."""
+    from edgevl.models.factory import create_model, preprocess_cfg_for
+    from edgevl.tokenizer import get_tokenizer
+    from edgevl.train.config import TrainConfig
+    from edgevl.train.trainer import Trainer, seed_everything
+
+    if name not in TEACHERS:
+        raise ConfigError(f"unknown world teacher {name!r}; choose from {', '.join(TEACHERS)}")
+    recipe = TEACHERS[name]
+    out = Path(out)
+    cfg = TrainConfig(model=recipe.model, train_data="world:train?caption=clean", mode="clip",
+                      name=name, logs=str(out / "runs"), steps=steps or recipe.steps,
+                      batch_size=recipe.batch_size, lr=recipe.lr, warmup=recipe.warmup, wd=recipe.wd,
+                      log_every=50, seed=seed, device="cpu")
+    seed_everything(seed)
+    model = create_model(recipe.model)
+    pp = preprocess_cfg_for(model)
+    tokenizer = get_tokenizer(context_length=model.context_length)
+    transform = pixel_transform(pp.mean, pp.std)
+    data = WorldPairs(TRAIN_SAMPLES, transform, tokenizer, seed=seed, size=pp.size, caption="clean")
+    start = time.perf_counter()
+    Trainer(cfg, model, data, tokenizer=tokenizer).fit()
+    seconds = time.perf_counter() - start
+    metrics = evaluate_world(model, tokenizer, transform, eval_data or EvalSet.make(EVAL_TEST, EVAL_HELDOUT))
+    folder = save_half(model.eval(), out / name)
+    record = {"name": name, "recipe": recipe.__dict__, "steps": cfg.steps, "seed": seed,
+              "train_seconds": round(seconds, 1), "metrics": metrics}
+    _atomic_json(folder / "pretrain.json", record)
+    return record
