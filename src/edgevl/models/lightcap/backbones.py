@@ -39,7 +39,7 @@ class MCiGrid(nn.Module):
 
 def build_backbone(spec: dict[str, Any]) -> nn.Module:
     """Backbone from its config entry: {"type": "clip_resnet", "layers": [...], "width": n} or
-    {"type": "mci", "preset": "fastvit_mci0"}."""
+    {"type": "mci", "preset": "fastvit_mci0", "overrides": {"layers": [...], "embed_dims": [...]}}."""
     kind = spec.get("type")
     if kind == "clip_resnet":
         return CLIPResNetTrunk(tuple(spec.get("layers", (3, 4, 6, 3))), int(spec.get("width", 64)))
@@ -49,7 +49,7 @@ def build_backbone(spec: dict[str, Any]) -> nn.Module:
             mci = importlib.import_module("edgevl.models.mci")
         except ImportError as exc:
             raise ConfigError(f"MCi backbone {preset!r} needs edgevl.models.mci, which is unavailable: {exc}") from exc
-        trunk = mci.create_mci(preset)
+        trunk = mci.create_mci(preset, **spec.get("overrides", {}))
         trunk.head = nn.Identity()  # the pooled projection head is not used for grid features
         return MCiGrid(trunk)
     raise ConfigError(f"unknown LightCap backbone type {kind!r}; choose 'clip_resnet' or 'mci'")
