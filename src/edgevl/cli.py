@@ -105,6 +105,21 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--scale", type=int, default=3, help="enlargement factor of each image (nearest)")
     show.set_defaults(func=_run_world_show)
 
+    pre = _subparser(world_sub, "pretrain", "train the shipped world teachers and captioner (the recipe)",
+                     "Trains the CLIP teachers on clean captions of a large train split with the generic\n"
+                     "trainer, then the LightCap captioner; see docs/demo.md for the exact times.")
+    pre.add_argument("--what", default="all",
+                     choices=("teacher-vit", "teacher-mci", "teachers", "captioner", "all"),
+                     help="which models; the teachers are independent, so they can run in parallel processes")
+    pre.add_argument("--out", required=True, help="output folder, one model folder per model")
+    pre.add_argument("--steps", type=int, default=None, help="override the recipe's training steps of each model")
+    pre.add_argument("--seed", type=int, default=0, help="seed of the world data and the training runs")
+    pre.add_argument("--teachers", default=None,
+                     help="folder with the trained teacher-mci (captioner backbone and concept embeddings); "
+                          "default: --out, else the shipped one")
+    pre.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy CPU)")
+    pre.set_defaults(func=_run_world_pretrain)
+
 
 def _run_world_make(args: argparse.Namespace) -> int:
     from edgevl.data.world import make
@@ -129,6 +144,26 @@ def _run_world_show(args: argparse.Namespace) -> int:
     sheet.save(buf, format="PNG")
     atomic_write_bytes(Path(args.out), buf.getvalue())
     print(f"wrote {args.out} ({sheet.width}x{sheet.height})")
+    return 0
+
+
+def _run_world_pretrain(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from edgevl.world_models.pretrain import TEACHERS, pretrain_teacher
+
+    torch.set_num_threads(args.threads)
+    names = {"teachers": list(TEACHERS), "all": list(TEACHERS), "captioner": []}.get(args.what, [args.what])
+    for name in names:
+        record = pretrain_teacher(name, args.out, steps=args.steps, seed=args.seed)
+        print(json.dumps(record, sort_keys=True))
+    if args.what in ("captioner", "all"):
+        from edgevl.world_models.captioner import pretrain_captioner
+
+        record = pretrain_captioner(args.out, teachers=args.teachers, steps=args.steps, seed=args.seed)
+        print(json.dumps(record, sort_keys=True))
     return 0
 
 
@@ -697,6 +732,35 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------- demo
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(sub, "demo", "reinforced vs plain CLIP training on the procedural world, with a report",
+                   "Makes a noisy student dataset, reinforces it with the shipped world teachers and\n"
+                   "captioner, trains the same tiny MCi student both ways, evaluates both and writes\n"
+                   "report.md + plots to --out. See docs/demo.md.")
+    p.add_argument("--out", default="demo_out", help="output folder (report.md, metrics.json, PNG plots, data)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes for CI (a few minutes on a 2-core CPU)")
+    p.add_argument("--steps", type=int, default=None, help="training steps of each student (default: the mode's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the students and the reinforcement; the student "
+                                                        "data uses world seed SEED+1")
+    p.add_argument("--models", default=None,
+                   help="folder with teacher-vit/, teacher-mci/, captioner/ (default: the shipped world models)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy CPU)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from edgevl.demo import headline_text, run_demo
+
+    torch.set_num_threads(args.threads)
+    summary = run_demo(args.out, quick=args.quick, steps=args.steps, seed=args.seed, models=args.models)
+    print(f"report: {args.out}/report.md")
+    print(headline_text(summary))
+    return 0
+
+
 # The order here is the order in `edgevl --help`.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
@@ -713,6 +777,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_convert,
     _add_export,
+    _add_demo,
 ]
 
 

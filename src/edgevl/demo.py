@@ -1,0 +1,246 @@
+"""`edgevl demo`: MobileCLIP's learning-efficiency result on the procedural world, end to end on a CPU.
+
+1. Make a small *noisy* student dataset (web-style captions) of world images.
+2. Reinforce it with the shipped world teachers and captioner (stored augmentations, teacher embeddings,
+   synthetic captions; the `edgevl reinforce` shard layout).
+3. Train the same tiny MCi student twice, same seed, steps, batch and samples: plain CLIP on the noisy
+   captions, and multi-modal reinforced training on the reinforced shards.
+4. Evaluate both every k steps (zero-shot accuracy on each world task, held-out compositions, retrieval),
+   caption a few test images, and write `report.md` and the plots.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgevl.data.world import HEADLINE_TASK
+from edgevl.errors import ConfigError
+from edgevl.train.trainer import Trainer
+from edgevl.world_models.evaluate import EvalSet, evaluate_world
+
+STUDENT = "world-student-mci"
+RUNS = ("plain", "reinforced")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of one demo run; both students use the same steps, batch, LR schedule and seed."""
+
+    n_train: int = 2048
+    steps: int = 200
+    batch_size: int = 64
+    eval_every: int = 20
+    n_test: int = 500
+    n_heldout: int = 200
+    num_augs: int = 5
+    num_syn_captions: int = 2
+    lr: float = 2e-3
+    warmup: int = 20
+    distill_lambda: float = 1.0
+    noise: float = 0.5
+    aug_scale: tuple[float, float] = (0.35, 1.0)
+    n_examples: int = 6
+
+
+FULL = DemoSettings()
+QUICK = DemoSettings(n_train=256, steps=40, batch_size=32, eval_every=10, n_test=200, n_heldout=80, num_augs=2,
+                     num_syn_captions=2, warmup=5, n_examples=4)
+
+
+class CurveTrainer(Trainer):
+    """The generic trainer, evaluated on the world tasks every `eval_every` steps (the accuracy curves)."""
+
+    def __init__(self, *args: Any, world_eval: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.world_eval = world_eval
+        self.curve: list[dict[str, float]] = []
+
+    def run_eval(self) -> dict[str, float]:
+        metrics = self.world_eval(self.model, retrieval=False)
+        self.curve.append({"step": self.step, **metrics})
+        self._log({"step": self.step, **{f"world/{k}": v for k, v in metrics.items()}})
+        return {}
+
+
+def steps_to_reach(curve: list[dict[str, float]], target: float, key: str = HEADLINE_TASK) -> int | None:
+    """First evaluated step whose `key` accuracy is at least `target` (None if never)."""
+    return next((int(point["step"]) for point in curve if point[key] >= target), None)
+
+
+def _stage(timings: dict[str, float], name: str, start: float, progress: bool) -> float:
+    now = time.perf_counter()
+    timings[name] = round(now - start, 1)
+    if progress:
+        print(f"[demo] {name}: {timings[name]:.1f} s", flush=True)
+    return now
+
+
+def make_student_data(out: Path, settings: DemoSettings, world_seed: int) -> str:
+    """Write the noisy train split as one webdataset shard; returns its reader spec."""
+    from edgevl.data.world import make
+
+    folder = out / "data" / "train"
+    make(folder, settings.n_train, split="train", seed=world_seed, fmt="wds", noise=settings.noise,
+         caption="noisy", shard_size=settings.n_train)
+    return str(folder / "00000.tar")
+
+
+def reinforce_student_data(train_tar: str, out: Path, models: dict[str, Path], settings: DemoSettings,
+                           seed: int, progress: bool) -> str:
+    """Reinforce the student data with the world teachers and captioner (`edgevl reinforce` shards and
+    manifest), with the stored augmentations' crop scale set for 64 px images; returns the reader spec."""
+    from tqdm import tqdm
+
+    from edgevl.data.augment import AugmentConfig
+    from edgevl.reinforce.captioner import Captioner
+    from edgevl.reinforce.generate import STATE_DIR, ReinforceConfig, ShardJob, shard_name
+    from edgevl.reinforce.inputs import InputShards
+    from edgevl.reinforce.manifest import build_manifest, write_manifest
+    from edgevl.reinforce.teachers import Teacher
+
+    folder = out / "data" / "reinforced"
+    (folder / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    cfg = ReinforceConfig(data=train_tar, out=str(folder), teachers=(str(models["teacher-vit"]),
+                          str(models["teacher-mci"])), captioner=str(models["captioner"]),
+                          num_augs=settings.num_augs, num_syn_captions=settings.num_syn_captions,
+                          dtype="fp16", seed=seed, batch_size=64, shard_size=settings.n_train, device="cpu",
+                          progress=progress)
+    cfg.check()
+    device = torch.device("cpu")
+    inputs = InputShards(cfg.data, cfg.shard_size)
+    teachers = [Teacher(spec, device) for spec in cfg.teachers]
+    captioner = Captioner(cfg.captioner, device)
+    aug = AugmentConfig(size=teachers[0].size, interpolation=teachers[0].interpolation, scale=settings.aug_scale,
+                        mean=teachers[0].mean, std=teachers[0].std)
+    job = ShardJob(cfg, inputs, teachers, captioner, aug, folder)
+    with tqdm(total=settings.n_train, unit="sample", desc="reinforce", disable=not progress) as bar:
+        stats = [job.run(shard, bar) for shard in range(len(inputs))]
+    write_manifest(folder, build_manifest(cfg, inputs, teachers, captioner, aug, stats))
+    return f"reinforced:{folder / shard_name(0)}"
+
+
+def train_student(mode: str, data_spec: str, out: Path, settings: DemoSettings, seed: int,
+                  eval_set: EvalSet) -> tuple[Any, list[dict[str, float]]]:
+    """Train the student in `mode` ('clip' or 'reinforced'); returns the model and its accuracy curve."""
+    from edgevl.data.augment import AugmentConfig, TrainTransform
+    from edgevl.data.readers import open_dataset
+    from edgevl.data.transforms import normalize, to_tensor
+    from edgevl.models.factory import create_model_and_transforms
+    from edgevl.tokenizer import get_tokenizer
+    from edgevl.train.config import TrainConfig
+    from edgevl.train.losses import DistillConfig
+    from edgevl.train.trainer import seed_everything
+    from edgevl.world_models.data import pixel_transform
+
+    name = "plain" if mode == "clip" else "reinforced"
+    cfg = TrainConfig(model=STUDENT, train_data=data_spec, mode=mode, name=name, logs=str(out / "runs"),
+                      steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr, warmup=settings.warmup,
+                      wd=0.1, eval_every=settings.eval_every, distill_lambda=settings.distill_lambda,
+                      log_every=10, seed=seed, device="cpu")
+    seed_everything(seed)
+    model, _, _ = create_model_and_transforms(STUDENT)
+    pp = model.preprocess_cfg
+    mean, std, size = tuple(pp["mean"]), tuple(pp["std"]), int(pp["size"])
+    tokenizer = get_tokenizer(context_length=model.context_length)
+    common = {"tokenizer": tokenizer, "seed": seed, "caption": "random", "skip_log_dir": cfg.run_dir / "skips"}
+    distill = None
+    if mode == "clip":  # open_clip's standard training transform: random-resized crop at scale 0.9-1
+        standard = TrainTransform(AugmentConfig(size=size, scale=(0.9, 1.0), num_ops=0, mean=mean, std=std))
+        data = open_dataset(f"wds:{data_spec}", transform=standard, **common)
+    else:
+        from edgevl.train.manifest import check_reinforced_data
+
+        teachers, scales = check_reinforced_data(data_spec, None)
+        distill = DistillConfig(tuple(t.embed_dim for t in teachers), scales, settings.distill_lambda)
+        data = open_dataset(data_spec, transform=lambda im: normalize(to_tensor(im), mean, std), size=size,
+                            interpolation=pp.get("interpolation", "bilinear"), **common)
+    transform = pixel_transform(mean, std)
+
+    def world_eval(m: Any, retrieval: bool = False) -> dict[str, float]:
+        return evaluate_world(m, tokenizer, transform, eval_set, retrieval=retrieval)
+
+    trainer = CurveTrainer(cfg, model, data, tokenizer=tokenizer, distill=distill, world_eval=world_eval)
+    trainer.curve.append({"step": 0, **world_eval(model)})
+    trainer.fit()
+    final = world_eval(model.eval(), retrieval=True)
+    return model, [*(p for p in trainer.curve if p["step"] < settings.steps), {"step": settings.steps, **final}]
+
+
+def resolve_models(folder: str | Path | None) -> dict[str, Path]:
+    """Folders of the teachers and captioner: `folder/<name>` when given, else the shipped ones."""
+    from edgevl.world_models import NAMES, pretrained_dir
+
+    if folder is None:
+        return {name: pretrained_dir(name) for name in NAMES}
+    paths = {name: Path(folder) / name for name in NAMES}
+    missing = [str(p) for p in paths.values() if not (p / "model.safetensors").is_file()]
+    if missing:
+        raise ConfigError(f"world models not found: {', '.join(missing)} (make them with `edgevl world pretrain`)")
+    return paths
+
+
+def run_demo(out: str | Path, *, quick: bool = False, steps: int | None = None, seed: int = 0,
+             models: str | Path | None = None, settings: DemoSettings | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Run the whole demo into `out` and return the summary written to `out/metrics.json`."""
+    from edgevl.demo_report import write_report
+
+    settings = settings or (QUICK if quick else FULL)
+    if steps is not None:
+        if steps < 1:
+            raise ConfigError(f"--steps must be at least 1, got {steps}")
+        settings = replace(settings, steps=steps, eval_every=max(1, min(settings.eval_every, steps)))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = resolve_models(models)
+    world_seed = seed + 1  # the shipped teachers saw world seed 0: the student data and test sets are fresh
+    timings: dict[str, float] = {}
+    start = t = time.perf_counter()
+    train_tar = make_student_data(out, settings, world_seed)
+    eval_set = EvalSet.make(settings.n_test, settings.n_heldout, seed=world_seed)
+    t = _stage(timings, "make data", t, progress)
+    dr_spec = reinforce_student_data(train_tar, out, paths, settings, seed, progress)
+    t = _stage(timings, "reinforce", t, progress)
+    students, curves = {}, {}
+    for run, mode, spec in (("plain", "clip", train_tar), ("reinforced", "reinforced", dr_spec)):
+        students[run], curves[run] = train_student(mode, spec, out, settings, seed, eval_set)
+        t = _stage(timings, f"train {run}", t, progress)
+    final = {run: curves[run][-1] for run in RUNS}
+    target = final["plain"][HEADLINE_TASK]
+    reached = steps_to_reach(curves["reinforced"], target)
+    summary = {
+        "settings": asdict(settings),
+        "seed": seed,
+        "world_seed": world_seed,
+        "models": {k: str(v) for k, v in paths.items()},
+        "final": final,
+        "curves": curves,
+        "headline": {
+            "task": HEADLINE_TASK,
+            "plain_final": target,
+            "reinforced_final": final["reinforced"][HEADLINE_TASK],
+            "plain_steps": settings.steps,
+            "reinforced_steps_to_plain_final": reached,
+            "fewer_steps": settings.steps / reached if reached else None,
+        },
+    }
+    timings["total (before the report)"] = round(time.perf_counter() - start, 1)
+    summary["timings_s"] = timings
+    write_report(out, summary, students, eval_set, paths["captioner"])
+    return summary
+
+
+def headline_text(summary: dict[str, Any]) -> str:
+    """One line: how many times fewer steps the reinforced student needs to reach the plain one's accuracy."""
+    h = summary["headline"]
+    if not h["fewer_steps"]:
+        return (f"reinforced student did not reach the plain student's final {h['task']} accuracy "
+                f"({h['plain_final']:.1%}) within {h['plain_steps']} steps")
+    return (f"reinforced student reaches the plain student's final {h['task']} accuracy ({h['plain_final']:.1%} "
+            f"after {h['plain_steps']} steps) at step {h['reinforced_steps_to_plain_final']}: "
+            f"{h['fewer_steps']:.1f}x fewer steps; final {h['reinforced_final']:.1%} vs {h['plain_final']:.1%}")
