@@ -13,8 +13,10 @@ time are both reported (the machine is shared).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 
@@ -174,12 +176,18 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["lightcap-mci0", "lightcap-rn50", "blip-base-sized"],
                         help="which captioners to time")
     args = parser.parse_args()
+    if "OMP_WAIT_POLICY" not in os.environ:
+        # spinning OpenMP workers stall every small decoder op on a shared CPU; the policy is read when OpenMP
+        # starts, so re-run the script with it set
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # random-init trunks produce subnormal activations that crawl on x86
     torch.manual_seed(0)
     image = Image.new("RGB", (640, 480))
     image.paste((200, 80, 40), (100, 100, 400, 300))
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {args.threads}, "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
           f"{time.strftime('%Y-%m-%d')}; {TOKENS} tokens; median of {args.runs} after {args.warmup} warm-up")
     print("| model | params (M) | beam | wall ms | CPU ms | backbone wall ms | backbone share |")
     print("|---|---|---|---|---|---|---|")

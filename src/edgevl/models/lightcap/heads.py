@@ -10,7 +10,8 @@ from torch import nn
 
 
 class PredictionHead(nn.Module):
-    """BERT LM head: dense + GELU + LayerNorm, then the (tied) word-embedding matrix and a private bias."""
+    """BERT LM head transform (dense + GELU + LayerNorm) and a private output bias; the output matrix is the
+    tied word-embedding table, applied by `EnsembleHead` to all heads at once."""
 
     def __init__(self, hidden: int, vocab_size: int, eps: float = 1e-12) -> None:
         super().__init__()
@@ -18,8 +19,8 @@ class PredictionHead(nn.Module):
         self.norm = nn.LayerNorm(hidden, eps=eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
-    def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.norm(F.gelu(self.dense(x))), word_embeddings, self.bias)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.gelu(self.dense(x)))
 
 
 class EnsembleHead(nn.Module):
@@ -32,8 +33,13 @@ class EnsembleHead(nn.Module):
         self.heads = nn.ModuleList(PredictionHead(hidden, vocab_size) for _ in range(num_heads))
 
     def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        """Per-head logits [num_heads, ..., vocab] (the training loss / distillation targets use each head)."""
-        return torch.stack([head(x, word_embeddings) for head in self.heads])
+        """Per-head logits [num_heads, ..., vocab] (the training loss / distillation targets use each head).
+
+        One matrix product for all heads, so the (large) tied table is read once per step.
+        """
+        hidden = torch.stack([head(x) for head in self.heads])
+        bias = torch.stack([head.bias for head in self.heads])
+        return F.linear(hidden, word_embeddings) + bias.view(len(self.heads), *([1] * (x.dim() - 1)), -1)
 
     def log_probs(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         """log of the mean of the heads' softmax distributions: [..., vocab]."""
