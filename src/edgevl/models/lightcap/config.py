@@ -40,6 +40,8 @@ class LightCapConfig:
     modulator_reduction: int = 8
     modulator_combine: str = "mean_attention"  # [inferred] how the K concept attentions merge
     num_heads: int = 3  # [unverified] size of the ensemble head
+    use_concepts: bool = True  # ablation switch: False drops the concept tokens (and the modulator)
+    use_modulator: bool = True  # ablation switch: False feeds the grid to the fusion unmodulated
 
     def __post_init__(self) -> None:
         for key in ("image_size", "vocab_size", "hidden", "layers", "heads", "ffn", "max_caption_tokens",

@@ -109,12 +109,20 @@ class FusionEncoder(nn.Module):
         types = self.token_type_embeddings.weight[token_type]
         return self.embedding_norm(token_embeddings + self.position_embeddings(positions) + types)
 
-    def forward(self, prefix: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
-        """Uncached pass over embedded [prefix | caption] tokens; returns the caption hidden states [B, T, D]."""
+    def forward(self, prefix: torch.Tensor, caption: torch.Tensor,
+                states: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Uncached pass over embedded [prefix | caption] tokens; returns the caption hidden states [B, T, D].
+
+        When `states` is a list, the input of every layer and the last output ([B, L, D] each, prefix included)
+        are appended to it (distillation reads hidden states and recomputes attention maps from them)."""
         x = torch.cat([prefix, caption], dim=1)
         mask = seq2seq_mask(prefix.shape[1], caption.shape[1], x.device)
         for layer in self.layers:
+            if states is not None:
+                states.append(x)
             x = layer(x, mask)
+        if states is not None:
+            states.append(x)
         return x[:, prefix.shape[1]:]
 
     def prefill(self, prefix: torch.Tensor, capacity: int) -> KVCache:

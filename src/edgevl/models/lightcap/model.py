@@ -130,15 +130,24 @@ class LightCap(nn.Module):
 
     def encode_prefix(self, pixels: torch.Tensor) -> tuple[torch.Tensor, Concepts]:
         """Embedded [concept tokens | visual tokens] prefix [B, K + HW, D] and the retrieved concepts."""
-        grid = self.grid_features(pixels)
+        return self.encode_grid(self.grid_features(pixels))
+
+    def encode_grid(self, grid: torch.Tensor) -> tuple[torch.Tensor, Concepts]:
+        """`encode_prefix` from backbone grid features [B, C, H, W] (training caches them once per image).
+
+        With `use_concepts` off the prefix is the visual tokens alone; with `use_modulator` off the grid is
+        not modulated (the ablation switches)."""
         concepts = self.concepts(grid)
         words = self.concept_embeddings(concepts.indices)
-        grid = self.modulator(grid, words)
+        if self.config.use_concepts and self.config.use_modulator:
+            grid = self.modulator(grid, words)
         visual = self.visual_proj(grid.flatten(2).transpose(1, 2))
         if visual.shape[1] != self.visual_pos.shape[0]:
-            raise ConfigError(f"{tuple(pixels.shape[-2:])} input gives {visual.shape[1]} visual tokens; "
-                              f"model {self.config.name!r} expects {self.config.image_size}x{self.config.image_size}")
+            raise ConfigError(f"a {tuple(grid.shape[-2:])} grid gives {visual.shape[1]} visual tokens; model "
+                              f"{self.config.name!r} expects {self.config.image_size}x{self.config.image_size} input")
         visual = self.visual_norm(visual + self.visual_pos)
+        if not self.config.use_concepts:
+            return visual, concepts
         tags = self.fusion.embed_text(words, self.config.max_caption_tokens, token_type=1)
         return torch.cat([tags, visual], dim=1), concepts
 
@@ -171,7 +180,11 @@ class LightCap(nn.Module):
 
     def start(self, pixels: torch.Tensor) -> CaptionState:
         """Run backbone, concepts and the fusion prefix once; returns the state for `step`."""
-        prefix, _ = self.encode_prefix(pixels)
+        return self.start_grid(self.grid_features(pixels))
+
+    def start_grid(self, grid: torch.Tensor) -> CaptionState:
+        """`start` from backbone grid features (decoding from cached features)."""
+        prefix, _ = self.encode_grid(grid)
         cache = self.fusion.prefill(prefix, prefix.shape[1] + self.config.max_caption_tokens)
         return CaptionState(cache, 0)
 
