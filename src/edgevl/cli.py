@@ -761,6 +761,67 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- train-captioner
+def _add_train_captioner(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(sub, "train-captioner", "train a LightCap captioner (CE, distillation, ensemble heads, SCST)",
+                   "Train a LightCap captioner on cached frozen-backbone features: caption cross-entropy and the\n"
+                   "concept loss, optional distillation from a larger LightCap teacher, sequential ensemble-head\n"
+                   "distillation and self-critical CIDEr-D optimisation. Writes OUT/model (an `edgevl caption`\n"
+                   "model folder), OUT/checkpoints, OUT/metrics.jsonl and OUT/result.json.")
+    p.add_argument("--config", default="lightcap-tiny",
+                   help="LightCap preset or config JSON (trained from scratch), or a model folder (fine-tuned)")
+    p.add_argument("--train-data", required=True, help="reader spec with captions (world wds/csv, coco:, karpathy:)")
+    p.add_argument("--val-data", default=None, help="reader spec of the validation split (CIDEr-D/BLEU-4 evaluation)")
+    p.add_argument("--train-samples", type=int, default=None, help="read at most N training images")
+    p.add_argument("--val-samples", type=int, default=500, help="evaluate on at most N validation images")
+    p.add_argument("--steps", type=int, default=1000, help="cross-entropy (+ distillation) steps")
+    p.add_argument("--batch-size", type=int, default=64, help="captions per step")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate (warm-up then cosine)")
+    p.add_argument("--wd", type=float, default=0.01, help="AdamW weight decay")
+    p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
+    p.add_argument("--concept-weight", type=float, default=1.0, help="weight of the concept-extractor BCE loss")
+    p.add_argument("--teacher", default=None, help="trained LightCap folder to distil from (same vocabulary)")
+    p.add_argument("--kd-hidden", type=float, default=1.0, help="weight of the hidden-state MSE (with --teacher)")
+    p.add_argument("--kd-attn", type=float, default=1.0, help="weight of the attention-map MSE (with --teacher)")
+    p.add_argument("--kd-logits", type=float, default=1.0, help="weight of the softened-logit KL (with --teacher)")
+    p.add_argument("--kd-temperature", type=float, default=2.0, help="softmax temperature of the logit KL")
+    p.add_argument("--ensemble-distill", action="store_true",
+                   help="after the main steps, distil each head in turn from a teacher head (others frozen)")
+    p.add_argument("--ensemble-steps", type=int, default=None,
+                   help="steps of ensemble distillation over all heads (default: half of --steps)")
+    p.add_argument("--scst-steps", type=int, default=0, help="self-critical CIDEr-D steps at the end")
+    p.add_argument("--scst-samples", type=int, default=5, help="sampled captions per image in SCST")
+    p.add_argument("--scst-lr", type=float, default=5e-5, help="SCST learning rate (cosine, no warm-up)")
+    p.add_argument("--no-concepts", action="store_true", help="ablation: no concept tokens and no modulator")
+    p.add_argument("--no-modulator", action="store_true", help="ablation: concept tokens but no modulator")
+    p.add_argument("--heads", type=int, default=None, help="number of ensemble heads (default: the config's)")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate on --val-data every N steps (0: at the end)")
+    p.add_argument("--eval-beam", type=int, default=1, help="beam size of evaluation decoding (1 = greedy)")
+    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
+    p.add_argument("--keep-last", type=int, default=3, help="keep the newest N checkpoints")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", default=None, help="'latest' (this run's newest checkpoint) or a checkpoint folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialization and batch sampling")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=_run_train_captioner)
+
+
+def _run_train_captioner(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    import torch
+
+    from edgevl.train.captioner import CaptionerTrainConfig, train_captioner
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = {f.name for f in dataclasses.fields(CaptionerTrainConfig)}
+    result = train_captioner(CaptionerTrainConfig(**{k: v for k, v in vars(args).items() if k in names}))
+    print(json.dumps({"steps": result["steps"], "val": result["val"]}))
+    return 0
+
+
 # The order here is the order in `edgevl --help`.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
@@ -775,6 +836,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_caption,
     _add_reinforce,
     _add_train,
+    _add_train_captioner,
     _add_convert,
     _add_export,
     _add_demo,

@@ -1,0 +1,472 @@
+"""`edgevl train-captioner`: LightCap training on cached frozen-backbone grids.
+
+A run is up to three phases over one global step counter (so a checkpoint is resumable anywhere):
+1. `main` (`steps`): teacher-forced caption cross-entropy of every head + the concept-extractor loss, plus the
+   distillation terms when a teacher is given (hidden-state MSE, attention-map MSE, softened-logit KL).
+2. `ensemble` (`ensemble_steps`, with `ensemble_distill`): sequential ensemble-head distillation; the steps are
+   split into one segment per head, and only that head trains (everything else frozen), distilled from teacher
+   head h mod H_t so that the student heads learn different targets.
+3. `scst` (`scst_steps`): self-critical CIDEr-D optimisation of the ensemble distribution.
+Batches are drawn from a generator seeded by (seed, step), so the data order needs no state to resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgevl.errors import CheckpointError, ConfigError
+from edgevl.models.lightcap.concepts import concept_loss
+from edgevl.models.lightcap.model import LightCap
+from edgevl.train.captioner_data import (
+    CaptionData,
+    caption_ids,
+    concept_targets,
+    concept_vocabulary,
+    load_caption_data,
+)
+from edgevl.train.captioner_losses import (
+    attention_maps,
+    caption_cross_entropy,
+    cider_rewards,
+    kd_attention,
+    kd_hidden,
+    kd_logits,
+    layer_map,
+    scst_loss,
+    softened_log_probs,
+)
+from edgevl.train.checkpoint import load_training_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
+from edgevl.train.schedule import cosine_lr, set_lr
+
+PROJECTION_PREFIX = "kd_projection."
+MODEL_DIR = "model"
+
+
+@dataclass
+class CaptionerTrainConfig:
+    """Options of `edgevl train-captioner` (field names match the flags). Defaults marked [assumed] are
+    OSCAR/VinVL-style choices where the paper gives none."""
+
+    config: str = "lightcap-tiny"
+    train_data: str = ""
+    val_data: str | None = None
+    out: str = "runs/captioner"
+    train_samples: int | None = None
+    val_samples: int = 500
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 5e-4  # [assumed]
+    min_lr: float = 0.0
+    wd: float = 0.01
+    warmup: int = 50
+    grad_clip_norm: float = 1.0
+    concept_weight: float = 1.0
+    teacher: str | None = None
+    kd_hidden: float = 1.0
+    kd_attn: float = 1.0
+    kd_logits: float = 1.0
+    kd_temperature: float = 2.0  # [assumed]
+    ensemble_distill: bool = False
+    ensemble_steps: int | None = None
+    scst_steps: int = 0
+    scst_samples: int = 5
+    scst_lr: float = 5e-5  # [assumed]
+    scst_top_p: float = 1.0  # 1 = plain multinomial sampling
+    no_concepts: bool = False
+    no_modulator: bool = False
+    heads: int | None = None
+    eval_every: int = 0
+    eval_beam: int = 1
+    save_every: int = 0
+    keep_last: int = 3
+    log_every: int = 10
+    resume: str | None = None
+    seed: int = 0
+    progress: bool = True
+
+    def validate(self) -> CaptionerTrainConfig:
+        """Raise `ConfigError` naming the first bad option; returns self."""
+        if not self.train_data:
+            raise ConfigError("--train-data is required")
+        for key in ("steps", "batch_size", "keep_last", "log_every", "eval_beam", "val_samples"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(self, key)}")
+        for key in ("scst_steps", "warmup", "eval_every", "save_every", "kd_hidden", "kd_attn", "kd_logits", "wd"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"--{key.replace('_', '-')} must be >= 0, got {getattr(self, key)}")
+        if self.lr <= 0 or self.scst_lr <= 0:
+            raise ConfigError(f"--lr and --scst-lr must be positive, got {self.lr} and {self.scst_lr}")
+        if self.ensemble_distill and not self.teacher:
+            raise ConfigError("--ensemble-distill distils each head from a teacher head: give --teacher DIR")
+        if self.scst_steps and self.scst_samples < 2:
+            raise ConfigError(f"--scst-samples must be at least 2 (mean-of-others baseline), got {self.scst_samples}")
+        if self.heads is not None and self.heads < 1:
+            raise ConfigError(f"--heads must be at least 1, got {self.heads}")
+        return self
+
+    @property
+    def ensemble_total(self) -> int:
+        if not self.ensemble_distill:
+            return 0
+        return self.ensemble_steps if self.ensemble_steps is not None else self.steps // 2
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + self.ensemble_total + self.scst_steps
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Where a global step falls: phase name, step within the phase segment, segment length, active head."""
+
+    name: str
+    step: int
+    length: int
+    head: int = -1
+
+
+def phase_of(cfg: CaptionerTrainConfig, step: int, num_heads: int) -> Phase:
+    """The phase of 0-based global `step` (main, then one ensemble segment per head, then scst)."""
+    if step < cfg.steps:
+        return Phase("main", step, cfg.steps)
+    step -= cfg.steps
+    if step < cfg.ensemble_total:
+        bounds = [cfg.ensemble_total * h // num_heads for h in range(num_heads + 1)]
+        head = max(h for h in range(num_heads) if bounds[h] <= step)
+        return Phase("ensemble", step - bounds[head], bounds[head + 1] - bounds[head], head)
+    return Phase("scst", step - cfg.ensemble_total, cfg.scst_steps)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_student(cfg: CaptionerTrainConfig, train_captions: list[str], teacher: LightCap | None,
+                  backbone: LightCap) -> LightCap:
+    """The student LightCap: a preset/JSON config gets the teacher's (or the training captions') vocabulary and
+    concepts and `backbone`'s frozen trunk; a model folder is fine-tuned as is. Ablation switches applied."""
+    changes: dict[str, Any] = {}
+    if cfg.no_concepts:
+        changes["use_concepts"] = False
+    if cfg.no_modulator:
+        changes["use_modulator"] = False
+    if cfg.heads is not None:
+        changes["num_heads"] = cfg.heads
+    if Path(cfg.config).is_dir():
+        if changes.get("num_heads", backbone.config.num_heads) != backbone.config.num_heads:
+            raise ConfigError(f"--heads cannot change the head count of the trained model {cfg.config!r}")
+        model = backbone
+        model.config = model.config.replace(**changes)
+    else:
+        config = backbone.config.replace(**changes)
+        if teacher is not None:
+            vocab, concepts = teacher.vocab, teacher.concept_names
+        else:
+            from edgevl.models.lightcap.vocab import WordVocab
+
+            vocab = WordVocab.from_captions(train_captions)
+            concepts = concept_vocabulary(train_captions, config.num_concepts)
+        model = LightCap(config, vocab, concepts)
+        model.backbone.load_state_dict(backbone.backbone.state_dict())
+        if teacher is not None and teacher.concepts.text_embeddings.shape == model.concepts.text_embeddings.shape:
+            model.concepts.set_text_embeddings(teacher.concepts.text_embeddings)
+    if teacher is not None and model.vocab.words != teacher.vocab.words:
+        raise ConfigError("the student and the teacher must share the caption vocabulary for logit distillation")
+    return model
+
+
+class CaptionerTrainer:
+    """Owns model, optional teacher, cached data, optimizer and run folder; `fit()` trains all phases."""
+
+    def __init__(self, cfg: CaptionerTrainConfig, model: LightCap | None = None) -> None:
+        from edgevl.models.lightcap.model import create_lightcap
+        from edgevl.train.trainer import seed_everything
+
+        self.cfg = cfg.validate()
+        self.run_dir = Path(cfg.out)
+        self.teacher = create_lightcap(cfg.teacher).requires_grad_(False) if cfg.teacher else None
+        seed_everything(0)  # an untrained preset's frozen backbone is the same in every run (seed-independent)
+        base = model if model is not None else create_lightcap(cfg.config)
+        seed_everything(cfg.seed)
+        self.train = load_caption_data(cfg.train_data, base, limit=cfg.train_samples, progress=cfg.progress)
+        captions = [c for refs in self.train.references for c in refs]
+        self.model = model if model is not None else build_student(cfg, captions, self.teacher, base)
+        self.model.train()
+        self.val = (load_caption_data(cfg.val_data, self.model, limit=cfg.val_samples, progress=cfg.progress)
+                    if cfg.val_data else None)
+        self.teacher_grids = None
+        if self.teacher is not None:
+            self.teacher_grids = load_caption_data(cfg.train_data, self.teacher, limit=cfg.train_samples).grids
+        self.targets = concept_targets(self.model.concept_names, self.train.references)
+        self.projection = None
+        if self.teacher is not None:
+            hidden, t_hidden = self.model.config.hidden, self.teacher.config.hidden
+            self.projection = nn.Identity() if hidden == t_hidden else nn.Linear(hidden, t_hidden)
+            self.pairs = layer_map(self.model.config.layers, self.teacher.config.layers)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.projection is not None:
+            params += list(self.projection.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.wd)
+        self.scorer = None
+        self.step = 0
+
+    # ------------------------------------------------------------------------------------------ batches
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
+
+    def batch(self, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image indices [size] and their teacher-forcing ids [size, T + 1] (one random reference each)."""
+        index = torch.randint(len(self.train), (size,), generator=gen)
+        refs = [self.train.references[i] for i in index.tolist()]
+        picks = [refs[j][int(torch.randint(len(refs[j]), (1,), generator=gen))] for j in range(size)]
+        return index, caption_ids(self.model.vocab, picks, self.model.config.max_caption_tokens)
+
+    @staticmethod
+    def forward(model: LightCap, grid: torch.Tensor, ids: torch.Tensor, states: list | None = None
+                ) -> tuple[torch.Tensor, int]:
+        """Teacher-forced per-head logits [H, B, T, V] from cached grids, and the prefix length."""
+        prefix, _ = model.encode_grid(grid)
+        hidden = model.fusion(prefix, model.embed_caption(ids, 0), states)
+        return model.head(hidden, model.fusion.word_embeddings.weight), prefix.shape[1]
+
+    # ------------------------------------------------------------------------------------------ losses
+    def main_loss(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Caption CE + concept BCE (+ distillation terms with a teacher) on one batch."""
+        cfg, model = self.cfg, self.model
+        index, ids = self.batch(cfg.batch_size, gen)
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        mask = targets != model.vocab.pad_id
+        grid = self.train.grids[index]
+        states: list[torch.Tensor] | None = [] if self.teacher is not None else None
+        logits, prefix = self.forward(model, grid, inputs, states)
+        out = {"caption": caption_cross_entropy(logits, targets, mask)}
+        loss = out["caption"]
+        if model.config.use_concepts and cfg.concept_weight:
+            out["concept"] = concept_loss(model.concepts.concept_logits(grid), self.targets[index])
+            loss = loss + cfg.concept_weight * out["concept"]
+        if self.teacher is not None:
+            assert states is not None and self.teacher_grids is not None
+            t_states: list[torch.Tensor] = []
+            with torch.no_grad():
+                t_logits, t_prefix = self.forward(self.teacher, self.teacher_grids[index], inputs, t_states)
+            if cfg.kd_logits:
+                soft = softened_log_probs(t_logits, cfg.kd_temperature)
+                out["kd_logits"] = kd_logits(logits, soft, mask, cfg.kd_temperature)
+                loss = loss + cfg.kd_logits * out["kd_logits"]
+            if cfg.kd_hidden:
+                out["kd_hidden"] = kd_hidden(states, t_states, self.projection, self.pairs, (prefix, t_prefix), mask)
+                loss = loss + cfg.kd_hidden * out["kd_hidden"]
+            if cfg.kd_attn:
+                layers = [(s - 1, t - 1) for s, t in self.pairs[1:]]
+                s_maps = [attention_maps(model.fusion.layers[s], states[s], prefix) for s, _ in layers]
+                with torch.no_grad():
+                    t_maps = [attention_maps(self.teacher.fusion.layers[t], t_states[t], t_prefix) for _, t in layers]
+                out["kd_attn"] = kd_attention(s_maps, t_maps, mask)
+                loss = loss + cfg.kd_attn * out["kd_attn"]
+        out["loss"] = loss
+        return out
+
+    def ensemble_loss(self, head: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Distil student head `head` alone from teacher head `head mod H_t` (body and other heads frozen)."""
+        cfg, model = self.cfg, self.model
+        assert self.teacher is not None and self.teacher_grids is not None
+        index, ids = self.batch(cfg.batch_size, gen)
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        mask = targets != model.vocab.pad_id
+        with torch.no_grad():
+            prefix, _ = model.encode_grid(self.train.grids[index])
+            hidden = model.fusion(prefix, model.embed_caption(inputs, 0))
+            t_logits, _ = self.forward(self.teacher, self.teacher_grids[index], inputs)
+        logits = model.head.heads[head](hidden, model.fusion.word_embeddings.weight.detach())[None]
+        t_head = t_logits[head % t_logits.shape[0]][None]
+        out = {"caption": caption_cross_entropy(logits, targets, mask),
+               "kd_logits": kd_logits(logits, softened_log_probs(t_head, cfg.kd_temperature), mask,
+                                      cfg.kd_temperature)}
+        out["loss"] = out["caption"] + max(cfg.kd_logits, 1.0) * out["kd_logits"]
+        return out
+
+    def scst_loss(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Self-critical step: sample n captions per image, CIDEr-D rewards, mean-of-others baseline."""
+        from edgevl.eval.captioning import CiderD, ptb_tokenize
+        from edgevl.models.lightcap.decoding import sample_nucleus
+
+        cfg, model = self.cfg, self.model
+        if self.scorer is None:  # document frequencies of the training references
+            self.tokenized_refs = [[ptb_tokenize(r) for r in refs] for refs in self.train.references]
+            self.scorer = CiderD(self.tokenized_refs)
+        n = cfg.scst_samples
+        index = torch.randint(len(self.train), (max(1, cfg.batch_size // n),), generator=gen)
+        grid = self.train.grids[index]
+        with torch.no_grad():
+            rows = sample_nucleus(model, model.start_grid(grid), len(index), n, cfg.scst_top_p,
+                                  max_new_tokens=model.config.max_caption_tokens, generator=gen)
+        hyps = [h for row in rows for h in row]
+        texts = [model.vocab.decode(h.tokens) for h in hyps]
+        refs = [self.tokenized_refs[i] for i in index.tolist() for _ in range(n)]
+        rewards = torch.from_numpy(cider_rewards(self.scorer, texts, refs)).float().view(len(index), n)
+        width = max(len(h.tokens) + 1 for h in hyps)
+        ids = torch.full((len(hyps), width + 1), model.vocab.pad_id, dtype=torch.long)
+        for row, h in enumerate(hyps):
+            seq = [model.vocab.bos_id, *h.tokens, *([model.vocab.eos_id] if h.finished else [])]
+            ids[row, : len(seq)] = torch.tensor(seq)
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        mask = targets != model.vocab.pad_id
+        prefix, _ = model.encode_grid(grid.repeat_interleave(n, dim=0))
+        hidden = model.fusion(prefix, model.embed_caption(inputs, 0))
+        log_probs = model.head.log_probs(hidden, model.fusion.word_embeddings.weight)
+        token_lp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return {"loss": scst_loss(token_lp, mask, rewards), "reward": rewards.mean()}
+
+    # ------------------------------------------------------------------------------------------ step
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step at `self.step` in whatever phase it falls."""
+        cfg = self.cfg
+        phase = phase_of(cfg, self.step, self.model.config.num_heads)
+        gen = self._generator()
+        if phase.name == "main":
+            lr = cosine_lr(phase.step, cfg.lr, cfg.warmup, phase.length, cfg.min_lr)
+            parts = self.main_loss(gen)
+        elif phase.name == "ensemble":
+            lr = cosine_lr(phase.step, cfg.lr, min(cfg.warmup, phase.length // 4), phase.length, cfg.min_lr)
+            parts = self.ensemble_loss(phase.head, gen)
+        else:
+            lr = cosine_lr(phase.step, cfg.scst_lr, 0, phase.length, cfg.min_lr)
+            parts = self.scst_loss(gen)
+        set_lr(self.optimizer, lr)
+        self.optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        if not torch.isfinite(parts["loss"]):
+            raise ConfigError(f"non-finite loss at step {self.step + 1} ({phase.name}); lower --lr")
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        grad_norm = float(nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)) if cfg.grad_clip_norm else 0.0
+        self.optimizer.step()
+        self.step += 1
+        record = {k: float(v.detach()) for k, v in parts.items()}
+        return {**record, "lr": lr, "grad_norm": grad_norm, "phase": phase.name, "head": phase.head}
+
+    # ------------------------------------------------------------------------------------------ state
+    def model_state(self) -> dict[str, torch.Tensor]:
+        state = dict(self.model.state_dict())
+        if self.projection is not None:
+            state.update({PROJECTION_PREFIX + k: v for k, v in self.projection.state_dict().items()})
+        return state
+
+    def save(self) -> Path:
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state()}
+        return save_checkpoint(self.run_dir, self.step, self.model_state(), state, None, self.cfg.keep_last)
+
+    def load(self, path: Path) -> None:
+        """Restore model, distillation projection, optimizer, step and RNG from a checkpoint folder."""
+        weights, _, state = load_training_checkpoint(path)
+        own = {k: v for k, v in weights.items() if not k.startswith(PROJECTION_PREFIX)}
+        try:
+            self.model.load_state_dict(own)
+            if self.projection is not None:
+                self.projection.load_state_dict({k[len(PROJECTION_PREFIX):]: v for k, v in weights.items()
+                                                 if k.startswith(PROJECTION_PREFIX)})
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this captioner run: {exc}") from None
+        self.step = int(state["step"])
+        set_rng_state(state["rng"])
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def _start_run_folder(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(self.run_dir / "params.json", json.dumps(dataclasses.asdict(self.cfg), indent=1) + "\n")
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.exists():  # drop what a killed run logged after its last checkpoint
+            keep = [line for line in metrics.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            _atomic_write_text(metrics, "".join(line + "\n" for line in keep))
+
+    def evaluate(self, data: CaptionData | None = None, beam: int | None = None) -> dict[str, float]:
+        """CIDEr-D / BLEU-4 of decoded captions (greedy or beam) on cached data (default: the val split)."""
+        data = data if data is not None else self.val
+        if data is None:
+            return {}
+        return caption_scores(self.model, data, beam or self.cfg.eval_beam)
+
+    # ------------------------------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, Any]:
+        """Train (resuming first when `cfg.resume` is set) to the last step; writes `out/model` and `result.json`."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        if cfg.resume:
+            path = resolve_resume(cfg.resume, self.run_dir)
+            if path is not None:
+                self.load(path)
+        self._start_run_folder()
+        total = cfg.total_steps
+        bar = tqdm(total=total, initial=self.step, desc="train-captioner", disable=not cfg.progress)
+        start = time.perf_counter()
+        last: dict[str, Any] = {}
+        try:
+            while self.step < total:
+                last = self.train_step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.4f}", phase=last["phase"])
+                if self.step % cfg.log_every == 0 or self.step == total:
+                    self._log({"step": self.step, **last})
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.val is not None:
+                    self._log({"step": self.step, **{f"val/{k}": v for k, v in self.evaluate().items()}})
+                if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == total:
+                    self.save()
+        finally:
+            bar.close()
+        self.model.eval().save_pretrained(self.run_dir / MODEL_DIR)
+        result = {"steps": self.step, "train_images": len(self.train), "train_seconds": time.perf_counter() - start,
+                  "last": last, "val": self.evaluate()}
+        _atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1) + "\n")
+        return result
+
+
+@torch.no_grad()
+def decode_cached(model: LightCap, grids: torch.Tensor, beam: int = 1, max_words: int = 20,
+                  batch_size: int = 64) -> list[str]:
+    """Captions of cached grids: greedy (beam 1) or beam search, at most `max_words` tokens."""
+    from edgevl.models.lightcap.decoding import beam_search, greedy_decode
+
+    was_training = model.training
+    model.eval()
+    max_new = min(max_words, model.config.max_caption_tokens)
+    texts: list[str] = []
+    for i in range(0, len(grids), batch_size):
+        grid = grids[i:i + batch_size]
+        state = model.start_grid(grid)
+        hyps = (greedy_decode(model, state, len(grid), max_new) if beam == 1
+                else beam_search(model, state, len(grid), beam, max_new))
+        texts += [model.vocab.decode(h.tokens) for h in hyps]
+    model.train(was_training)
+    return texts
+
+
+def caption_scores(model: LightCap, data: CaptionData, beam: int = 1, max_words: int = 20) -> dict[str, float]:
+    """CIDEr-D and BLEU-4 (coco-caption definitions, PTB-tokenized) of the model's captions on `data`."""
+    from edgevl.eval.captioning import evaluate_captions
+
+    texts = decode_cached(model, data.grids, beam, max_words)
+    refs = {f"{i}:{k}": r for i, (k, r) in enumerate(zip(data.keys, data.references))}
+    hyps = {key: text for key, text in zip(refs, texts)}
+    scores = evaluate_captions(refs, hyps, use_meteor=False)
+    return {"CIDEr": scores["CIDEr"], "Bleu_4": scores["Bleu_4"]}
+
+
+def train_captioner(cfg: CaptionerTrainConfig, model: LightCap | None = None) -> dict[str, Any]:
+    """Run `edgevl train-captioner`; `model` (an untrained or pretrained LightCap) replaces `cfg.config`."""
+    return CaptionerTrainer(cfg, model).fit()
