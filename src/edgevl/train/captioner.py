@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgevl.errors import CheckpointError, ConfigError
@@ -186,10 +187,21 @@ def build_student(cfg: CaptionerTrainConfig, train_captions: list[str], teacher:
     return model
 
 
+def same_backbone(a: LightCap, b: LightCap) -> bool:
+    """True when two captioners compute the same grid features (same preprocessing and frozen weights)."""
+    if a.config.preprocess != b.config.preprocess or a.config.backbone != b.config.backbone:
+        return False
+    sa, sb = a.backbone.state_dict(), b.backbone.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 class CaptionerTrainer:
     """Owns model, optional teacher, cached data, optimizer and run folder; `fit()` trains all phases."""
 
-    def __init__(self, cfg: CaptionerTrainConfig, model: LightCap | None = None) -> None:
+    def __init__(self, cfg: CaptionerTrainConfig, model: LightCap | None = None, *,
+                 train: CaptionData | None = None, val: CaptionData | None = None) -> None:
+        """`train`/`val` are already cached grids of `cfg.train_data`/`cfg.val_data` for this model's backbone
+        (experiments that train many captioners on one backbone read the data once)."""
         from edgevl.models.lightcap.model import create_lightcap
         from edgevl.train.trainer import seed_everything
 
@@ -199,15 +211,17 @@ class CaptionerTrainer:
         seed_everything(0)  # an untrained preset's frozen backbone is the same in every run (seed-independent)
         base = model if model is not None else create_lightcap(cfg.config)
         seed_everything(cfg.seed)
-        self.train = load_caption_data(cfg.train_data, base, limit=cfg.train_samples, progress=cfg.progress)
+        self.train = train or load_caption_data(cfg.train_data, base, limit=cfg.train_samples, progress=cfg.progress)
         captions = [c for refs in self.train.references for c in refs]
         self.model = model if model is not None else build_student(cfg, captions, self.teacher, base)
         self.model.train()
-        self.val = (load_caption_data(cfg.val_data, self.model, limit=cfg.val_samples, progress=cfg.progress)
-                    if cfg.val_data else None)
+        self.val = val
+        if val is None and cfg.val_data:
+            self.val = load_caption_data(cfg.val_data, self.model, limit=cfg.val_samples, progress=cfg.progress)
         self.teacher_grids = None
         if self.teacher is not None:
-            self.teacher_grids = load_caption_data(cfg.train_data, self.teacher, limit=cfg.train_samples).grids
+            self.teacher_grids = (self.train.grids if same_backbone(self.model, self.teacher) else
+                                  load_caption_data(cfg.train_data, self.teacher, limit=cfg.train_samples).grids)
         self.targets = concept_targets(self.model.concept_names, self.train.references)
         self.projection = None
         if self.teacher is not None:
@@ -288,7 +302,8 @@ class CaptionerTrainer:
             prefix, _ = model.encode_grid(self.train.grids[index])
             hidden = model.fusion(prefix, model.embed_caption(inputs, 0))
             t_logits, _ = self.forward(self.teacher, self.teacher_grids[index], inputs)
-        logits = model.head.heads[head](hidden, model.fusion.word_embeddings.weight.detach())[None]
+        active = model.head.heads[head]
+        logits = (F.linear(active(hidden), model.fusion.word_embeddings.weight.detach()) + active.bias)[None]
         t_head = t_logits[head % t_logits.shape[0]][None]
         out = {"caption": caption_cross_entropy(logits, targets, mask),
                "kd_logits": kd_logits(logits, softened_log_probs(t_head, cfg.kd_temperature), mask,
@@ -467,6 +482,8 @@ def caption_scores(model: LightCap, data: CaptionData, beam: int = 1, max_words:
     return {"CIDEr": scores["CIDEr"], "Bleu_4": scores["Bleu_4"]}
 
 
-def train_captioner(cfg: CaptionerTrainConfig, model: LightCap | None = None) -> dict[str, Any]:
-    """Run `edgevl train-captioner`; `model` (an untrained or pretrained LightCap) replaces `cfg.config`."""
-    return CaptionerTrainer(cfg, model).fit()
+def train_captioner(cfg: CaptionerTrainConfig, model: LightCap | None = None, *, train: CaptionData | None = None,
+                    val: CaptionData | None = None) -> dict[str, Any]:
+    """Run `edgevl train-captioner`; `model` (an untrained or pretrained LightCap) replaces `cfg.config`, and
+    `train`/`val` (cached grids for that backbone) replace reading the data specs."""
+    return CaptionerTrainer(cfg, model, train=train, val=val).fit()
