@@ -106,7 +106,7 @@ def concept_vocabulary(captions: Sequence[str], size: int) -> list[str]:
 
 
 def caption_ids(vocab: WordVocab, captions: Sequence[str], length: int) -> torch.Tensor:
-    """[B, length + 1] ids `BOS words EOS PAD..`; captions longer than `length - 1` words are cut (no EOS).
+    """[B, length + 1] ids `BOS words EOS PAD..`; captions longer than `length - 1` words are cut before EOS.
 
     The model reads ids[:, :-1] (at most `length` = max_caption_tokens positions) and predicts ids[:, 1:].
     """
