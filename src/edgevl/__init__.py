@@ -35,6 +35,8 @@ _LAZY = {
     "caption": "edgevl.captioning",
     "create_lightcap": "edgevl.models.lightcap.model",
     "LightCap": "edgevl.models.lightcap.model",
+    "train_captioner": "edgevl.train.captioner",
+    "CaptionerTrainConfig": "edgevl.train.captioner",
     "export_model": "edgevl.export.pipeline",
     "OnnxCLIP": "edgevl.export.runners",
     "OnnxCaptioner": "edgevl.export.runners",
