@@ -96,8 +96,6 @@ class CaptionerTrainConfig:
 
     def validate(self) -> CaptionerTrainConfig:
         """Raise `ConfigError` naming the first bad option; returns self."""
-        if not self.train_data:
-            raise ConfigError("--train-data is required")
         for key in ("steps", "batch_size", "keep_last", "log_every", "eval_beam", "val_samples"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(self, key)}")
@@ -206,6 +204,8 @@ class CaptionerTrainer:
         from edgevl.train.trainer import seed_everything
 
         self.cfg = cfg.validate()
+        if train is None and not cfg.train_data:
+            raise ConfigError("--train-data is required")
         self.run_dir = Path(cfg.out)
         self.teacher = create_lightcap(cfg.teacher).requires_grad_(False) if cfg.teacher else None
         seed_everything(0)  # an untrained preset's frozen backbone is the same in every run (seed-independent)
