@@ -242,3 +242,35 @@ def test_over_long_generation_is_truncated(tiny, pixels):
     assert len(text.split()) <= tiny.config.max_caption_tokens
     with pytest.raises(ConfigError, match="max_words"):
         caption_tensor(tiny, pixels[:1], DecodeOptions(beam=1, max_words=0))
+
+
+@pytest.mark.slow
+def test_teacher_forced_training_then_decoding_reproduces_captions():
+    """Overfit two images to two captions with the training pass; greedy and beam decoding must return them."""
+    from edgevl.models.lightcap.config import get_lightcap_config
+    from edgevl.models.lightcap.model import LightCap
+    from edgevl.models.lightcap.vocab import WordVocab
+
+    torch.manual_seed(0)
+    captions = ["a red circle above a blue square.", "two green triangles"]
+    vocab = WordVocab.from_captions(captions)
+    cfg = get_lightcap_config("lightcap-tiny").replace(num_concepts=8, concept_top_k=4, layers=1)
+    model = LightCap(cfg, vocab)
+    pixels = torch.stack([torch.zeros(3, 96, 96), torch.randn(3, 96, 96, generator=torch.Generator().manual_seed(1))])
+    rows = [[vocab.bos_id, *vocab.encode(c), vocab.eos_id] for c in captions]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [vocab.pad_id] * (width - len(r)) for r in rows])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    for _ in range(80):
+        logits = model(pixels, ids[:, :-1])
+        targets = ids[:, 1:].expand(logits.shape[0], -1, -1)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten(), ignore_index=vocab.pad_id)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    assert caption_tensor(model, pixels, DecodeOptions(beam=1)) == ["a red circle above a blue square.",
+                                                                    "two green triangles"]
+    assert caption_tensor(model, pixels, DecodeOptions(beam=3)) == ["a red circle above a blue square.",
+                                                                    "two green triangles"]
