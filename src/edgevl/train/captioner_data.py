@@ -112,7 +112,7 @@ def caption_ids(vocab: WordVocab, captions: Sequence[str], length: int) -> torch
     """
     out = torch.full((len(captions), length + 1), vocab.pad_id, dtype=torch.long)
     for row, text in enumerate(captions):
-        ids = [vocab.bos_id, *vocab.encode(text)[: length - 1], vocab.eos_id][: length + 1]
+        ids = [vocab.bos_id, *vocab.encode(text)[: length - 1], vocab.eos_id]
         out[row, : len(ids)] = torch.tensor(ids)
     return out
 
