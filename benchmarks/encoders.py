@@ -6,7 +6,7 @@ model. Paths:
 
 - eager:        the model as built (multi-branch MobileOne/RepMixer blocks, eval mode)
 - reparam:      `edgevl.reparameterize(model)` (branches folded into single convs)
-- fast:         reparam + channels_last memory format + `torch.inference_mode`
+- fast:         `edgevl.optimize_for_inference` (reparam + every conv+BN folded + channels_last)
 - fast-bf16:    fast under bf16 autocast (only where the CPU supports bf16; a looser tolerance applies)
 - compiled:     reparam + `torch.compile` (inductor C++ kernels; `--compile`, slow to warm up)
 
@@ -78,7 +78,7 @@ def bench_model(name: str, batches: list[int], args: argparse.Namespace) -> list
     models = {
         "eager": eager,
         "reparam": edgevl.reparameterize(eager),
-        "fast": edgevl.reparameterize(eager).to(memory_format=torch.channels_last),
+        "fast": edgevl.optimize_for_inference(eager),
     }
     if args.compile:
         models["compiled_visual"] = torch.compile(models["reparam"].visual)

@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
+    "optimize_for_inference": "edgevl.models.optimize",
     "get_tokenizer": "edgevl.tokenizer",
     "tokenize": "edgevl.tokenizer",
     "decode": "edgevl.tokenizer",
@@ -40,6 +41,7 @@ _LAZY = {
     "export_model": "edgevl.export.pipeline",
     "OnnxCLIP": "edgevl.export.runners",
     "OnnxCaptioner": "edgevl.export.runners",
+    "run_demo": "edgevl.demo",
     "EdgevlError": "edgevl.errors",
     "ImageLoadError": "edgevl.errors",
     "CheckpointError": "edgevl.errors",

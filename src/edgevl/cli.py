@@ -222,7 +222,7 @@ def _load_for_inference(args: argparse.Namespace):
     if args.pretrained is None:
         print(f"edgevl: warning: no --pretrained given, {args.model} has random weights", file=sys.stderr)
     model, _, preprocess = edgevl.create_model_and_transforms(args.model, pretrained=args.pretrained)
-    model = edgevl.reparameterize(model)
+    model = edgevl.optimize_for_inference(model)
     return model, preprocess, edgevl.get_tokenizer(args.model)
 
 

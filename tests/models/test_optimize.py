@@ -1,0 +1,38 @@
+"""optimize_for_inference: every conv+BN folded, outputs equal to the eager model, input model untouched."""
+
+from __future__ import annotations
+
+import torch
+
+import edgevl
+from edgevl.models.blocks import ConvNorm
+from edgevl.models.optimize import optimize_for_inference
+
+
+def _randomize_bn(model: torch.nn.Module) -> None:
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+def test_optimized_matches_eager_and_has_no_convnorm():
+    torch.manual_seed(0)
+    model = edgevl.create_model("world-student-mci")
+    _randomize_bn(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = optimize_for_inference(model)
+    assert not any(isinstance(m, ConvNorm) for m in fast.modules())
+    assert any(isinstance(m, ConvNorm) for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    x = torch.rand(3, 3, 64, 64)
+    ids = edgevl.get_tokenizer("world-student-mci")(["a red circle", "two blue squares", ""])
+    with torch.inference_mode():
+        ref_img, ref_txt = model.encode_image(x), model.encode_text(ids)
+        got_img = fast.encode_image(x.contiguous(memory_format=torch.channels_last))
+        got_txt = fast.encode_text(ids)
+    assert torch.allclose(got_img, ref_img, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(got_txt, ref_txt, atol=1e-5)
