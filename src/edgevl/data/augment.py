@@ -440,16 +440,19 @@ def to_float_batch(
 class TrainTransform:
     """Training preprocessing: a fresh random-resized crop + RandAugment per call, then to-tensor and normalize.
 
-    This is the `preprocess_train` of `create_model_and_transforms`; `generator` makes the sequence of
-    augmentations reproducible (None: torch's global RNG).
+    This is the `preprocess_train` of `create_model_and_transforms`. `seed` fixes one call's augmentation
+    (the dataset readers pass one derived from (seed, epoch, sample key)); otherwise `generator` draws them
+    (None: torch's global RNG).
     """
+
+    seeded_per_sample = True
 
     def __init__(self, config: AugmentConfig | None = None, generator: Generator = None) -> None:
         self.config = config or AugmentConfig()
         self.generator = _as_generator(generator)
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        img, _ = sample(image, self.generator, self.config)
+    def __call__(self, image: Image.Image, seed: int | None = None) -> torch.Tensor:
+        img, _ = sample(image, self.generator if seed is None else seed, self.config)
         return to_float_batch(to_uint8_tensor(img)[None], self.config.mean, self.config.std)[0]
 
     def __repr__(self) -> str:

@@ -56,7 +56,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         seed_everything(cfg.seed)  # identical initial weights on every rank
         model, preprocess, preprocess_val = create_model_and_transforms(cfg.model, cfg.pretrained)
         seed_everything(cfg.seed + info.rank)
-        pp = preprocess.cfg
+        pp = preprocess_val.cfg
         tokenizer = get_tokenizer(context_length=model.context_length)
         skips = cfg.run_dir / "skips"
         common = {"tokenizer": tokenizer, "skip_log_dir": skips, "seed": cfg.seed}

@@ -7,6 +7,7 @@ appends it to a per-process JSONL file when given a directory), and the sample i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -201,10 +202,26 @@ def fill_captions(
         sample.caption = good[sample_rng(seed, epoch, sample.key).randrange(len(good))]
 
 
-def finish(sample: Sample, transform: Transform | None, tokenizer: Tokenizer | None) -> Sample:
-    """Apply the image transform and the tokenizer in place and return the sample."""
+def sample_seed(seed: int, epoch: int, key: str) -> int:
+    """A 63-bit integer that depends only on (seed, epoch, key), for seeding a sample's augmentation."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def finish(
+    sample: Sample, transform: Transform | None, tokenizer: Tokenizer | None, seed: int = 0, epoch: int = 0
+) -> Sample:
+    """Apply the image transform and the tokenizer in place and return the sample.
+
+    A random transform that declares `seeded_per_sample = True` (e.g. `edgevl.data.augment.TrainTransform`) is
+    called with `seed=sample_seed(seed, epoch, key)`: a sample gets the same augmentation in any worker, rank
+    or resumed run, which keeps `--resume` bit-for-bit.
+    """
     if transform is not None and sample.image is not None:
-        sample.image = transform(sample.image)
+        if getattr(transform, "seeded_per_sample", False):
+            sample.image = transform(sample.image, seed=sample_seed(seed, epoch, sample.key))
+        else:
+            sample.image = transform(sample.image)
     if tokenizer is not None:
         if sample.caption is not None:
             sample.tokens = tokenizer(sample.caption)[0]
@@ -270,7 +287,7 @@ class MapReader(Dataset, ABC):
         except SkipSample as exc:
             self.skip_log.skip(self.key(index), exc.kind, exc.reason, self.source)
             return None
-        return finish(sample, self.transform, self.tokenizer)
+        return finish(sample, self.transform, self.tokenizer, self.seed, self.epoch)
 
     def __iter__(self) -> Iterator[Sample]:
         """Iterate over the good samples of this consumer's share (rank x worker) in index order."""

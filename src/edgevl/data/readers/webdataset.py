@@ -131,7 +131,7 @@ class ShardedTarReader(IterableDataset, ABC):
 
     def prepare(self, sample: Sample) -> Sample:
         """Apply the image transform and the tokenizer to a decoded sample."""
-        return finish(sample, self.transform, self.tokenizer)
+        return finish(sample, self.transform, self.tokenizer, self.seed, self.epoch)
 
     def shard_order(self) -> list[int]:
         """Shard indices in this epoch's order (the same in every consumer)."""
