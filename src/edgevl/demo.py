@@ -31,13 +31,13 @@ RUNS = ("plain", "reinforced")
 class DemoSettings:
     """Sizes of one demo run; both students use the same steps, batch, LR schedule and seed."""
 
-    n_train: int = 2048
-    steps: int = 200
+    n_train: int = 1024
+    steps: int = 150
     batch_size: int = 64
-    eval_every: int = 20
-    n_test: int = 500
-    n_heldout: int = 200
-    num_augs: int = 5
+    eval_every: int = 15
+    n_test: int = 400
+    n_heldout: int = 160
+    num_augs: int = 3
     num_syn_captions: int = 2
     lr: float = 2e-3
     warmup: int = 20

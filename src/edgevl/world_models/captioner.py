@@ -5,7 +5,6 @@ teacher-forced cross-entropy on the clean captions of the train split.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ from edgevl.errors import CheckpointError
 
 CONCEPTS = (*COLOR_NAMES, *SHAPES, *SIZE_NAMES, *TEXTURES[1:], *BACKGROUNDS)
 BACKBONE_TEACHER = "teacher-mci"
-STEPS, BATCH, LR = 600, 64, 1e-3
-VOCAB_SAMPLES, EVAL_IMAGES = 4000, 200
+STEPS, BATCH, LR = 1500, 64, 1e-3
+VOCAB_SAMPLES, TRAIN_IMAGES, EVAL_IMAGES, GRID_BATCH = 4000, 8000, 200, 256
 MAX_CAPTION_TOKENS = 32
 
 
@@ -62,61 +61,49 @@ def _teacher_folder(out: Path, teachers: str | Path | None) -> Path:
     return pretrained_dir(BACKBONE_TEACHER)
 
 
-def caption_scores(model: Any, n_images: int = EVAL_IMAGES, seed: int = 0) -> dict[str, float]:
-    """CIDEr-D and BLEU-4 of greedy captions on `test` images against their 5 clean captions."""
-    from edgevl.captioning import DecodeOptions, caption_tensor
-    from edgevl.eval.captioning import evaluate_captions
+def world_caption_data(model: Any, n: int, split: str, seed: int) -> Any:
+    """Samples 0..n-1 of a world split as cached frozen-backbone grids with their 5 clean captions."""
+    from edgevl.train.captioner_data import CaptionData
     from edgevl.world_models.data import pixel_transform
 
-    test = list(samples(n_images, "test", seed, model.config.image_size))
     transform = pixel_transform(model.config.mean, model.config.std)
-    pixels = torch.stack([transform(s.image) for s in test])
-    texts = caption_tensor(model.eval(), pixels, DecodeOptions(beam=1, max_words=MAX_CAPTION_TOKENS))
-    scores = evaluate_captions({s.id: s.captions for s in test}, dict(zip((s.id for s in test), texts)),
-                               use_meteor=False)
-    return {"CIDEr-D": scores["CIDEr-D"], "BLEU-4": scores["BLEU-4"]}
+    keys, grids, refs = [], [], []
+    batch: list[Any] = []
+    for s in samples(n, split, seed, model.config.image_size):
+        batch.append(s)
+        if len(batch) == GRID_BATCH or len(keys) + len(batch) == n:
+            grids.append(model.grid_features(torch.stack([transform(b.image) for b in batch])))
+            keys += [b.id for b in batch]
+            refs += [b.captions for b in batch]
+            batch = []
+    return CaptionData(keys, torch.cat(grids), refs)
 
 
 def pretrain_captioner(out: str | Path, *, teachers: str | Path | None = None, steps: int | None = None,
                        seed: int = 0) -> dict[str, Any]:
-    """Train the world captioner and write `out/captioner/` (LightCap folder + `pretrain.json`)."""
+    """Train the world captioner with the generic captioner trainer and write `out/captioner/` (LightCap folder
+    + `pretrain.json`)."""
     from edgevl.models.factory import create_model
-    from edgevl.models.lightcap.training import caption_ids, captioner_loss, concept_targets
-    from edgevl.train.schedule import cosine_lr, set_lr
+    from edgevl.train.captioner import CaptionerTrainConfig, train_captioner
     from edgevl.train.trainer import seed_everything
-    from edgevl.world_models.data import pixel_transform
+    from edgevl.world_models.pretrain import atomic_json
 
     out = Path(out)
     seed_everything(seed)
     teacher_dir = _teacher_folder(out, teachers)
     teacher = create_model(f"local-dir:{teacher_dir}")
     vocab_captions = [c for s in samples(VOCAB_SAMPLES, "train", seed) for c in s.captions]
-    model = build_world_captioner(teacher, vocab_captions).train()
-    transform = pixel_transform(model.config.mean, model.config.std)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.01)
-    steps = steps or STEPS
-    start, log = time.perf_counter(), []
-    rng = torch.Generator().manual_seed(seed)
-    for step in range(steps):
-        batch = list(samples(BATCH, "train", seed, model.config.image_size, start=step * BATCH))
-        picks = torch.randint(0, len(batch[0].captions), (len(batch),), generator=rng).tolist()
-        pixels = torch.stack([transform(s.image) for s in batch])
-        ids = caption_ids(model.vocab, [s.captions[i] for s, i in zip(batch, picks)], MAX_CAPTION_TOKENS)
-        concepts = concept_targets(model.concept_names, [s.captions for s in batch])
-        set_lr(optimizer, cosine_lr(step, LR, 50, steps))
-        loss = captioner_loss(model, pixels, ids, concepts)
-        optimizer.zero_grad(set_to_none=True)
-        loss["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        if (step + 1) % 50 == 0 or step + 1 == steps:
-            log.append({"step": step + 1, **{k: round(v.item(), 4) for k, v in loss.items()}})
-            print(json.dumps(log[-1]), flush=True)
+    model = build_world_captioner(teacher, vocab_captions).eval()
+    start = time.perf_counter()
+    train = world_caption_data(model, TRAIN_IMAGES, "train", seed)
+    val = world_caption_data(model, EVAL_IMAGES, "test", seed)
+    cfg = CaptionerTrainConfig(out=str(out / "runs" / "captioner"), steps=steps or STEPS, batch_size=BATCH, lr=LR,
+                               warmup=50, log_every=50, seed=seed, progress=False)
+    result = train_captioner(cfg, model, train=train, val=val)
     seconds = time.perf_counter() - start
     folder = model.eval().save_pretrained(out / "captioner")
-    record = {"name": "captioner", "backbone_teacher": str(teacher_dir), "steps": steps, "batch_size": BATCH,
-              "seed": seed, "train_seconds": round(seconds, 1), "metrics": caption_scores(model, seed=seed),
-              "log": log}
-    (folder / "pretrain.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    record = {"name": "captioner", "backbone_teacher": str(teacher_dir), "steps": cfg.steps, "batch_size": BATCH,
+              "lr": LR, "train_images": TRAIN_IMAGES, "seed": seed, "train_seconds": round(seconds, 1),
+              "metrics": result["val"]}
+    atomic_json(folder / "pretrain.json", record)
     return record

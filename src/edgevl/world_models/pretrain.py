@@ -35,14 +35,15 @@ class TeacherRecipe:
 
 TEACHERS = {
     "teacher-vit": TeacherRecipe("world-teacher-vit", steps=1000),
-    "teacher-mci": TeacherRecipe("world-teacher-mci", steps=600),
+    "teacher-mci": TeacherRecipe("world-teacher-mci", steps=300),
 }
 WHAT = (*TEACHERS, "teachers", "captioner", "all")
 TRAIN_SAMPLES = 200_000  # the "large clean split": more samples than the longest run reads
 EVAL_TEST, EVAL_HELDOUT = 1000, 400
 
 
-def _atomic_json(path: Path, data: Any) -> None:
+def atomic_json(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON to a temp file next to `path`, then move it into place."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
@@ -85,5 +86,5 @@ def pretrain_teacher(name: str, out: str | Path, *, steps: int | None = None, se
     folder = save_half(model.eval(), out / name)
     record = {"name": name, "recipe": recipe.__dict__, "steps": cfg.steps, "seed": seed,
               "train_seconds": round(seconds, 1), "metrics": metrics}
-    _atomic_json(folder / "pretrain.json", record)
+    atomic_json(folder / "pretrain.json", record)
     return record
