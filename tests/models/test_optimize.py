@@ -6,7 +6,7 @@ import torch
 
 import edgevl
 from edgevl.models.blocks import ConvNorm
-from edgevl.models.optimize import optimize_for_inference
+from edgevl.models.optimize import PointwiseLinear, optimize_for_inference
 
 
 def _randomize_bn(model: torch.nn.Module) -> None:
@@ -26,6 +26,11 @@ def test_optimized_matches_eager_and_has_no_convnorm():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = optimize_for_inference(model)
     assert not any(isinstance(m, ConvNorm) for m in fast.modules())
+    assert any(isinstance(m, PointwiseLinear) for m in fast.modules())
+    assert not any(
+        isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1 and m.stride == (1, 1)
+        for m in fast.modules()
+    )
     assert any(isinstance(m, ConvNorm) for m in model.modules())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     x = torch.rand(3, 3, 64, 64)
@@ -36,3 +41,5 @@ def test_optimized_matches_eager_and_has_no_convnorm():
         got_txt = fast.encode_text(ids)
     assert torch.allclose(got_img, ref_img, atol=1e-5, rtol=1e-4)
     assert torch.allclose(got_txt, ref_txt, atol=1e-5)
+    with torch.inference_mode():  # contiguous NCHW inputs work too
+        assert torch.allclose(fast.encode_image(x), ref_img, atol=1e-5, rtol=1e-4)
