@@ -43,3 +43,14 @@ def test_optimized_matches_eager_and_has_no_convnorm():
     assert torch.allclose(got_txt, ref_txt, atol=1e-5)
     with torch.inference_mode():  # contiguous NCHW inputs work too
         assert torch.allclose(fast.encode_image(x), ref_img, atol=1e-5, rtol=1e-4)
+
+
+def test_causal_text_trimming_is_exact():
+    torch.manual_seed(0)
+    model = edgevl.create_model("world-teacher-vit")
+    assert model.text.causal
+    fast = optimize_for_inference(model)
+    assert fast.text.trim_causal_padding and not model.text.trim_causal_padding
+    ids = edgevl.get_tokenizer("world-teacher-vit")(["a red circle", "two small blue squares above a star", ""])
+    with torch.inference_mode():
+        assert torch.allclose(fast.encode_text(ids), model.encode_text(ids), atol=1e-5)

@@ -2,7 +2,8 @@
 
 `optimize_for_inference` folds the multi-branch blocks (`reparameterize`), then also folds the conv+BN pairs
 that the reference keeps unfolded (the ConvFFN depthwise convs), switches conv weights to channels_last (the
-memory format oneDNN's CPU convolutions prefer) and runs 1×1 convs as matrix multiplies over channels-last pixels.
+memory format oneDNN's CPU convolutions prefer), runs 1×1 convs as matrix multiplies over channels-last pixels,
+and lets causal text towers skip the padding after the end token. Not for tracing/export: use `reparameterize`.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.M
     """
     fast = reparameterize(model)
     fold_conv_norms(fast)
+    for module in fast.modules():
+        if hasattr(module, "trim_causal_padding"):
+            module.trim_causal_padding = True
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
         pointwise_convs_to_linear(fast)

@@ -181,6 +181,8 @@ class TextTransformer(nn.Module):
             output_dim,
         )
         self.causal, self.pos_embed_mode = causal, pos_embed_mode
+        # Set by `optimize_for_inference`; off by default so traced/exported graphs keep a fixed length.
+        self.trim_causal_padding = False
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
         self.transformer = Transformer(width, layers, heads, mlp_ratio, act, ln_eps)
@@ -216,9 +218,14 @@ class TextTransformer(nn.Module):
         return self.token_embedding(ids) + self.positions(ids.shape[1]).to(self.token_embedding.weight.dtype)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.transformer(self.embed(ids), is_causal=self.causal)
-        x = self.ln_final(x)
-        pooled = x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1)]
+        eot = ids.argmax(dim=-1)
+        x = self.embed(ids)
+        if self.trim_causal_padding and self.causal and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            # Under a causal mask no position sees a later one, so the tokens after the last end token cannot
+            # change the pooled output: drop them (77 -> ~15 positions for a typical caption).
+            x = x[:, : int(eot.max()) + 1]
+        x = self.ln_final(self.transformer(x, is_causal=self.causal))
+        pooled = x[torch.arange(x.shape[0], device=x.device), eot]
         return pooled @ self.text_projection
 
 
