@@ -136,7 +136,7 @@ def _run_world_show(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgevl.data.world import contact_sheet, samples
-    from edgevl.data.world.writers import atomic_write_bytes
+    from edgevl.io import atomic_write_bytes
 
     sheet = contact_sheet(list(samples(args.n, args.split, args.seed, args.size, args.noise, args.start)),
                           columns=args.columns, scale=args.scale)
@@ -387,8 +387,8 @@ def _run_augment(args: argparse.Namespace) -> int:
 
     from edgevl.data import augment
     from edgevl.data.transforms import load_image
-    from edgevl.data.world.writers import atomic_write_bytes, atomic_write_text
     from edgevl.errors import ConfigError
+    from edgevl.io import atomic_write_bytes, atomic_write_text
 
     img = load_image(args.image)
     cfg = augment.AugmentConfig(size=args.size, interpolation=args.interpolation)

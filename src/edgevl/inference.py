@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from tqdm import tqdm
 from edgevl.data.transforms import load_image
 from edgevl.errors import EdgevlError, ImageLoadError
 from edgevl.eval.zeroshot import build_zero_shot_classifier
+from edgevl.io import atomic_write, atomic_write_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -145,27 +145,17 @@ def save_embeddings(emb: Embeddings, out: str | os.PathLike) -> Path:
     if suffix not in (".npy", ".safetensors"):
         raise EdgevlError(f"output {out} must end in .npy or .safetensors")
 
-    def write(path: Path, writer: Callable[[str], None]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            writer(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
     if suffix == ".npy":
         def write_npy(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 np.save(f, emb.vectors.numpy())
 
-        write(out, write_npy)
+        atomic_write(out, write_npy)
     else:
         from safetensors.torch import save_file
 
-        write(out, lambda tmp: save_file({"embeddings": emb.vectors.contiguous()}, tmp))
+        atomic_write(out, lambda tmp: save_file({"embeddings": emb.vectors.contiguous()}, tmp))
     meta = {"keys": emb.keys, "skipped": [{"key": k, "reason": r} for k, r in emb.skipped]}
     keys_path = out.with_name(out.name + ".keys.json")
-    write(keys_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, ensure_ascii=False, indent=1)))
+    atomic_write_text(keys_path, json.dumps(meta, ensure_ascii=False, indent=1))
     return out

@@ -23,6 +23,7 @@ from edgevl.errors import ConfigError
 from edgevl.eval.retrieval import retrieval_metrics
 from edgevl.eval.templates import get_templates, read_classnames
 from edgevl.eval.zeroshot import build_zero_shot_classifier, classification_metrics
+from edgevl.io import atomic_write_text
 
 TASKS = ("zeroshot_classification", "zeroshot_retrieval")
 
@@ -137,6 +138,4 @@ def write_results(records: list[dict], path: str | os.PathLike) -> None:
     """One record -> a JSON object (clip_benchmark's file format); several -> a JSON list. Atomic."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(records[0] if len(records) == 1 else records, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(records[0] if len(records) == 1 else records, indent=2))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from edgevl.export.graphs import Graph, captioner_graphs, clip_graphs
 from edgevl.export.parity import DEFAULT_TOLERANCE, PARITY_BATCHES, check_parity, worst_error
 from edgevl.export.quantize import compare_int8, int8_path, quantize_int8
 from edgevl.export.runtime import ExportError, require, session
+from edgevl.io import atomic_write_text, sha256_file
 
 EXPORTERS = {"dynamo": 20, "legacy": 17}  # exporter -> default opset
 PARTS = ("image", "text", "captioner")
@@ -104,14 +104,6 @@ def export_graph(graph: Graph, path: str | Path, exporter: str = "dynamo", opset
         tmp_dir.rmdir()
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def describe_io(path: str | Path) -> dict[str, list[dict[str, Any]]]:
     """Names, element types and shapes (symbolic axes by name) of a graph's inputs and outputs, and its opset."""
     onnx = require("onnx")
@@ -128,8 +120,8 @@ def describe_io(path: str | Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def _file_entry(files: list[Path]) -> dict[str, Any]:
-    return {"file": files[0].name, "sha256": sha256(files[0]),
-            "data_files": {f.name: sha256(f) for f in files[1:]}, "bytes": sum(f.stat().st_size for f in files)}
+    return {"file": files[0].name, "sha256": sha256_file(files[0]),
+            "data_files": {f.name: sha256_file(f) for f in files[1:]}, "bytes": sum(f.stat().st_size for f in files)}
 
 
 def export_graphs(graphs: Sequence[Graph], out: str | Path, *, exporter: str = "dynamo", opset: int | None = None,
@@ -160,11 +152,7 @@ def export_graphs(graphs: Sequence[Graph], out: str | Path, *, exporter: str = "
 
 def write_manifest(out: str | Path, manifest: dict[str, Any]) -> Path:
     """Atomically write `export.json` into `out`."""
-    path = Path(out) / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(Path(out) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -214,14 +202,14 @@ def export_captioner(model, out: str | Path, *, name: str, weights: str | None =
     """Export a LightCap model's visual part and decoder step into `out` (plus its vocab.json); update export.json."""
     import copy
 
-    from edgevl.models.lightcap.model import VOCAB_FILE, atomic_write
+    from edgevl.models.lightcap.model import VOCAB_FILE
 
     model = copy.deepcopy(model).eval().fold_backbone()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = manifest if manifest is not None else base_manifest(exporter, opset, tolerance)
     vocab = {"type": "word", "words": model.vocab.words, "concepts": model.concept_names}
-    atomic_write(out / VOCAB_FILE, lambda tmp: Path(tmp).write_text(json.dumps(vocab), encoding="utf-8"))
+    atomic_write_text(out / VOCAB_FILE, json.dumps(vocab))
     cfg = model.config
     manifest["captioner"] = {
         "name": name, "weights": weights, "vocab_file": VOCAB_FILE, "image_size": cfg.image_size,

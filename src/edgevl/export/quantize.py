@@ -19,6 +19,7 @@ import torch
 from edgevl.export.graphs import Graph
 from edgevl.export.parity import output_errors, row_cosines, run_session
 from edgevl.export.runtime import ExportError, require
+from edgevl.io import atomic_write
 
 QUANTIZED_OPS = ("MatMul", "Gemm")
 
@@ -63,27 +64,23 @@ def quantize_int8(src: str | Path, dst: str | Path | None = None) -> Path:
     model = onnx.load(str(src))  # pulls in external weights too
     del model.graph.value_info[:]
     untie_weights(model)
-    fd, tmp_in = tempfile.mkstemp(suffix=".onnx", dir=dst.parent)
+    fd, tmp_in = tempfile.mkstemp(suffix=".onnx", dir=dst.parent)  # scratch input, never the output
     os.close(fd)
-    tmp_out = dst.with_name(f".{dst.name}.tmp")
     root = logging.getLogger()
     level = root.level
     try:
         onnx.save(model, tmp_in)
         root.setLevel(logging.ERROR)  # ORT logs a "consider pre-processing" warning on every call
-        quantization.quantize_dynamic(
+        atomic_write(dst, lambda tmp_out: quantization.quantize_dynamic(
             tmp_in, tmp_out, weight_type=quantization.QuantType.QInt8, op_types_to_quantize=list(QUANTIZED_OPS),
             per_channel=False, reduce_range=False,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # types shape inference cannot see
-        )
-        os.replace(tmp_out, dst)
+        ))
     except Exception as exc:
         raise ExportError(f"int8 quantization of {str(src)!r} failed: {exc}") from exc
     finally:
         root.setLevel(level)
-        for tmp in (tmp_in, tmp_out):
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        os.unlink(tmp_in)
     return dst
 
 

@@ -11,9 +11,7 @@ Files: `.safetensors`, or `.pt`/`.pth`/`.bin` through `torch.load(weights_only=T
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch
 from torch import nn
 
 from edgevl.errors import CheckpointError
+from edgevl.io import atomic_write, atomic_write_text
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -235,25 +234,14 @@ def load_checkpoint(
 
 
 # ---------------------------------------------------------------------------------------------- saving
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | Path) -> Path:
     """Write tensors to a `.safetensors` file atomically (temp file in the same folder, then rename)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     return path
 
 
@@ -273,5 +261,5 @@ def save_pretrained(
     save_state_dict(model.state_dict(), folder / WEIGHTS_NAME)
     meta = {"model_cfg": config, "preprocess_cfg": preprocess_cfg or {}}
     text = json.dumps(meta, indent=2) + "\n"
-    _atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_text(folder / CONFIG_NAME, text)
     return folder

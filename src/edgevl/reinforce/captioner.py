@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from edgevl.reinforce.storage import sha256_file
+from edgevl.io import sha256_file
 from edgevl.reinforce.teachers import autocast, split_model_spec, weights_file
 
 

@@ -21,10 +21,11 @@ import torch
 from edgevl.data.augment import AugmentConfig, encode_paug, sample_record
 from edgevl.data.readers import SkipLog
 from edgevl.errors import ConfigError
+from edgevl.io import atomic_write_text, sha256_file
 from edgevl.reinforce.captioner import Captioner
 from edgevl.reinforce.inputs import InputSample, InputShards, member_key, seed_for
 from edgevl.reinforce.manifest import build_manifest, write_manifest
-from edgevl.reinforce.storage import ShardWriter, atomic_write_text, check_storage, embedding_blob, sha256_file
+from edgevl.reinforce.storage import ShardWriter, check_storage, embedding_blob
 from edgevl.reinforce.teachers import Teacher
 
 STATE_DIR = "_state"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgevl import __version__
 from edgevl.errors import DataError
-from edgevl.reinforce.storage import atomic_write_text
+from edgevl.io import atomic_write_text
 
 if TYPE_CHECKING:
     from edgevl.data.augment import AugmentConfig

@@ -1,4 +1,4 @@
-"""Byte-reproducible output members: tar shards, `npz` and `pth.gz` embedding blobs, checksums.
+"""Byte-reproducible output members: tar shards and `npz` / `pth.gz` embedding blobs.
 
 Everything here writes the same bytes for the same content (fixed tar mtimes/owners, fixed zip timestamps, gzip
 without a timestamp), so two runs with different process counts can be compared file for file.
@@ -7,7 +7,6 @@ without a timestamp), so two runs with different process counts can be compared 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import tarfile
@@ -53,15 +52,6 @@ def embedding_blob(tensors: dict[str, torch.Tensor], dtype: str, fmt: str) -> by
     return buf.getvalue()
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def temp_name(path: Path) -> Path:
     """The in-progress name of an output file: hidden, same folder, so `os.replace` is atomic."""
     return path.with_name(f".{path.name}.tmp")
@@ -104,13 +94,3 @@ class ShardWriter:
         self._file.close()
         self.tmp.unlink(missing_ok=True)
 
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 text to a temporary name next to `path`, fsync, then rename over `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from edgevl.data.augment import replay, to_float_batch, to_uint8_tensor
 from edgevl.errors import ConfigError
-from edgevl.reinforce.storage import sha256_file
+from edgevl.io import sha256_file
 
 LOCAL_DIR = "local-dir:"
 PRECISIONS = ("fp32", "bf16")

@@ -19,8 +19,9 @@ from edgevl.data.readers import SkipLog
 from edgevl.data.readers.reinforced import load_embeddings
 from edgevl.data.readers.webdataset import IMAGE_EXTS, RawSample, SkipSample, read_shard
 from edgevl.errors import EdgevlError
+from edgevl.io import sha256_file
 from edgevl.reinforce.manifest import read_manifest
-from edgevl.reinforce.storage import STORAGE_DTYPES, sha256_file
+from edgevl.reinforce.storage import STORAGE_DTYPES
 
 NORM_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-3, "bf16": 1e-2}
 MAX_PROBLEMS_PER_SHARD = 5

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from edgevl.errors import CheckpointError, EdgevlError
+from edgevl.io import atomic_write_text
 from edgevl.train.checkpoint import (
     load_training_checkpoint,
     resolve_resume,
@@ -84,12 +84,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class Teachers:
@@ -321,12 +315,12 @@ class Trainer:
         if not self.info.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(self.run_dir / "params.json", self.cfg.to_json())
+        atomic_write_text(self.run_dir / "params.json", self.cfg.to_json())
         metrics = self.run_dir / "metrics.jsonl"
         if metrics.exists():  # drop lines a killed run logged after its last checkpoint
             keep = [line for line in metrics.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= self.step]
-            _atomic_write_text(metrics, "".join(line + "\n" for line in keep))
+            atomic_write_text(metrics, "".join(line + "\n" for line in keep))
         try:
             from torch.utils.tensorboard import SummaryWriter
 

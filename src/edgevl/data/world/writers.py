@@ -25,6 +25,7 @@ from edgevl import __version__
 from edgevl.data.world.sample import DEFAULT_NOISE, DEFAULT_SIZE, WorldSample, check_params, samples
 from edgevl.data.world.tasks import HEADLINE_TASK, ZeroShotTask, get_task
 from edgevl.errors import ConfigError, DataError
+from edgevl.io import atomic_write, atomic_write_bytes, atomic_write_text
 
 FORMATS = ("wds", "csv", "tsv", "jsonl", "parquet", "folder")
 CAPTION_KINDS = ("noisy", "clean")
@@ -51,23 +52,6 @@ def encode_png(image: Image.Image) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
         + chunk(b"IEND", b"")
     )
-
-
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory and os.replace."""
-    tmp = _temp_path(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """UTF-8 text version of atomic_write_bytes."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -111,19 +95,21 @@ def _write_shard(job: dict[str, Any]) -> int:
     """Write one tar shard of samples [start, start+count); returns the sample count."""
     path = Path(job["path"])
     task = get_task(job["task"])
-    tmp = _temp_path(path)
-    written = 0
-    with open(tmp, "wb") as f:
-        for s in samples(job["count"], job["split"], job["seed"], job["size"], job["noise"], job["start"]):
-            for suffix, data in (
-                ("png", encode_png(s.image)),
-                ("txt", _title(s, job["caption"]).encode("utf-8")),
-                ("cls", str(task.label(s.labels)).encode("ascii")),
-                ("json", _json_bytes(s.to_json())),
-            ):
-                written += f.write(tar_member(f"{s.key}.{suffix}", data))
-        f.write(_tar_end(written))
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        written = 0
+        with open(tmp, "wb") as f:
+            for s in samples(job["count"], job["split"], job["seed"], job["size"], job["noise"], job["start"]):
+                for suffix, data in (
+                    ("png", encode_png(s.image)),
+                    ("txt", _title(s, job["caption"]).encode("utf-8")),
+                    ("cls", str(task.label(s.labels)).encode("ascii")),
+                    ("json", _json_bytes(s.to_json())),
+                ):
+                    written += f.write(tar_member(f"{s.key}.{suffix}", data))
+            f.write(_tar_end(written))
+
+    atomic_write(path, write)
     return job["count"]
 
 
@@ -184,9 +170,7 @@ def _write_table(out: Path, params: dict[str, Any], fmt: str, task: ZeroShotTask
             import pyarrow.parquet as pq
         except ImportError:
             raise ConfigError("--format parquet needs pyarrow: pip install 'edgevl[parquet]'") from None
-        tmp = _temp_path(path)
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: pq.write_table(pa.Table.from_pylist(rows), tmp))
     return {"table": path.name, "columns": list(rows[0])}
 
 

@@ -6,8 +6,6 @@ Like coco-caption's COCOEvalCap, the images scored are the ones in the results; 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from edgevl.eval.captioning.cider import cider_d
 from edgevl.eval.captioning.meteor import meteor
 from edgevl.eval.captioning.ptb_tokenizer import ptb_tokenize
 from edgevl.eval.captioning.rouge import rouge_l
+from edgevl.io import atomic_write_text
 
 METRIC_NAMES = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 SPICE_UNAVAILABLE = "SPICE is not computed: it needs Java 8 and downloads Stanford CoreNLP 3.6.0 (~385 MB) on first use"
@@ -124,16 +123,7 @@ def load_results(path: str | Path) -> dict[str, str]:
 
 def save_scores(scores: Mapping[str, Any], path: str | Path) -> None:
     """Write scores as JSON atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(scores, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(scores, indent=2, default=str) + "\n")
 
 
 def _caption_text(key: Hashable, caption: str | Mapping[str, Any]) -> str:

@@ -7,8 +7,6 @@ written without pickle; writes are atomic.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import torch
 from torch import nn
 
 from edgevl.errors import CheckpointError, ConfigError
+from edgevl.io import atomic_write, atomic_write_text
 from edgevl.models.lightcap.backbones import build_backbone
 from edgevl.models.lightcap.concepts import ConceptExtractor, Concepts
 from edgevl.models.lightcap.config import LightCapConfig, get_lightcap_config
@@ -36,19 +35,6 @@ class CaptionState:
 
     def select(self, rows: torch.Tensor) -> CaptionState:
         return CaptionState(self.cache.select(rows), self.position)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` for a temp file next to `path`, then move it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class LightCap(nn.Module):
@@ -206,9 +192,8 @@ class LightCap(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         vocab = {"type": "word", "words": self.vocab.words, "concepts": self.concept_names}
         atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        atomic_write(folder / VOCAB_FILE, lambda tmp: Path(tmp).write_text(json.dumps(vocab), encoding="utf-8"))
-        atomic_write(folder / CONFIG_FILE,
-                     lambda tmp: Path(tmp).write_text(json.dumps(self.config.to_dict(), indent=2), encoding="utf-8"))
+        atomic_write_text(folder / VOCAB_FILE, json.dumps(vocab))
+        atomic_write_text(folder / CONFIG_FILE, json.dumps(self.config.to_dict(), indent=2))
         return folder
 
     @classmethod
