@@ -566,8 +566,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="fixed teacher logit scales, one per teacher (default: manifest / teachers' own)")
     p.add_argument("--real-weight", type=float, default=1.0, help="weight of the (image, real caption) loss")
     p.add_argument("--syn-weight", type=float, default=1.0, help="weight of the (image, synthetic caption) loss")
-    p.add_argument("--teachers", default="", help="online-distill: comma-separated name[:weights] teachers")
-    p.add_argument("--captioner", default=None, help="online-distill: LightCap name[:weights] for synthetic captions")
+    p.add_argument("--teachers", default="",
+                   help="online-distill: comma-separated CLIP teachers, MODEL:WEIGHTS or model folders")
+    p.add_argument("--captioner", default=None,
+                   help="online-distill: LightCap MODEL:WEIGHTS or model folder for synthetic captions")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate on --val-data every N steps (0: never)")
     p.add_argument("--eval-samples", type=int, default=1000, help="held-out samples scored per evaluation")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (and always at the end)")

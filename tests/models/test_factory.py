@@ -114,3 +114,31 @@ def test_frozen_bn_stats_stay_in_eval():
     model.train()
     bns = [m for m in model.visual.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns)
+
+
+def test_parse_model_spec_forms(tmp_path):
+    from edgevl.models.factory import parse_model_spec
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    assert parse_model_spec(f"MobileCLIP-S0:{weights}") == ("MobileCLIP-S0", str(weights))
+    assert parse_model_spec(f"MobileCLIP-S0:{folder}") == ("MobileCLIP-S0", str(folder))
+    assert parse_model_spec(f"local-dir:{folder}") == (f"local-dir:{folder}", None)
+    assert parse_model_spec(str(folder)) == (f"local-dir:{folder}", None)
+    assert parse_model_spec("lightcap-tiny", require_weights=False) == ("lightcap-tiny", None)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("", "empty teacher spec"),
+    ("MobileCLIP-S0", "teacher 'MobileCLIP-S0' needs weights"),
+    ("MobileCLIP-S0:", "needs weights"),
+    (":weights.pt", "needs weights"),
+    ("MobileCLIP-S0:/no/such/file.pt", "weights '/no/such/file.pt' not found"),
+])
+def test_parse_model_spec_refuses(spec, message):
+    from edgevl.models.factory import parse_model_spec
+
+    with pytest.raises(ConfigError, match=message):
+        parse_model_spec(spec, "teacher")

@@ -130,6 +130,10 @@ def test_bad_options_and_resume_path(make_config, tmp_path):
         make_config(mode="distill").validate()
     with pytest.raises(ConfigError, match="--teachers"):
         make_config(mode="online-distill").validate()
+    with pytest.raises(ConfigError, match="teacher 'MobileCLIP-S0' needs weights"):  # as edgevl reinforce
+        make_config(mode="online-distill", teachers=["MobileCLIP-S0"]).validate()
+    with pytest.raises(ConfigError, match="captioner 'lightcap-tiny' needs weights"):
+        make_config(mode="online-distill", teachers=[str(tmp_path)], captioner="lightcap-tiny").validate()
     with pytest.raises(CheckpointError, match="not a checkpoint folder"):
         ckpt.resolve_resume(str(tmp_path / "nowhere"), tmp_path)
     assert ckpt.resolve_resume("latest", tmp_path / "fresh") is None

@@ -26,14 +26,6 @@ def parse_parts(parts: str | Sequence[str]) -> list[str]:
     return items
 
 
-def parse_captioner(spec: str) -> tuple[str, str | None]:
-    """'NAME[:WEIGHTS]' -> (preset name, config JSON or model folder; weights file or None)."""
-    name, _, weights = spec.partition(":")
-    if not name:
-        raise ExportError(f"--captioner {spec!r}: expected NAME or NAME:WEIGHTS")
-    return name, weights or None
-
-
 def export_model(out: str | Path, *, model_name: str | None = None, pretrained: str | None = None,
                  parts: str | Sequence[str] = ("image", "text"), captioner: str = "lightcap-tiny",
                  exporter: str = "dynamo", opset: int | None = None, quantize: str | None = None,
@@ -60,9 +52,10 @@ def export_model(out: str | Path, *, model_name: str | None = None, pretrained: 
         model = create_model(model_name, pretrained)
         export_clip(model, out, model_name=model_name, pretrained=pretrained, parts=tower_parts, **common)
     if "captioner" in parts:
+        from edgevl.models.factory import parse_model_spec
         from edgevl.models.lightcap.model import create_lightcap
 
-        name, weights = parse_captioner(captioner)
+        name, weights = parse_model_spec(captioner, "--captioner", require_weights=False)
         export_captioner(create_lightcap(name, weights), out, name=name, weights=weights, **common)
     if eval_world:
         from edgevl.export.world_eval import evaluate_world

@@ -30,6 +30,26 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 LOCAL_DIR = "local-dir:"
 
 
+def parse_model_spec(spec: str, role: str = "model", *, require_weights: bool = True) -> tuple[str, str | None]:
+    """(model, weights) of a teacher/captioner spec: `MODEL:WEIGHTS`, `local-dir:FOLDER` or a bare model folder.
+
+    A folder comes back as (`local-dir:FOLDER`, None). `MODEL` alone is refused with a `ConfigError` unless
+    `require_weights=False` (random init, e.g. for export); `role` names the option in the error.
+    """
+    if not spec:
+        raise ConfigError(f"empty {role} spec; use MODEL:WEIGHTS or a model folder")
+    if spec.startswith(LOCAL_DIR):
+        return spec, None
+    if Path(spec).is_dir():
+        return LOCAL_DIR + spec, None
+    model, sep, weights = spec.partition(":")
+    if not model or (sep and not weights) or (not sep and require_weights):
+        raise ConfigError(f"{role} {spec!r} needs weights: use MODEL:WEIGHTS (file or folder) or a model folder")
+    if weights and not Path(weights).exists():
+        raise ConfigError(f"{role} {spec!r}: weights {weights!r} not found")
+    return model, weights or None
+
+
 def build_text_tower(text_cfg: dict, embed_dim: int, quick_gelu: bool = False) -> TextTransformer:
     """Text tower from an open_clip `text_cfg` (plus edgevl's `model_type: "mct"` and `pos_embed_mode`)."""
     model_type = text_cfg.get("model_type", "transformer")

@@ -7,14 +7,13 @@ which other images share the batch or on the process that handles it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
 from edgevl.io import sha256_file
-from edgevl.reinforce.teachers import autocast, split_model_spec, weights_file
+from edgevl.reinforce.teachers import autocast, weights_file
 
 
 def cut_caption(text: str) -> str:
@@ -32,14 +31,13 @@ class Captioner:
     def __init__(self, spec: str, device: torch.device, precision: str = "fp32", top_p: float = 0.9,
                  temperature: float = 1.0) -> None:
         from edgevl.data.transforms import ImageTransform
+        from edgevl.models.factory import LOCAL_DIR, parse_model_spec
         from edgevl.models.lightcap.model import create_lightcap
 
         self.spec = spec
-        name, weights = split_model_spec(spec, "captioner")
-        if weights is not None and Path(weights).is_dir():
-            name, weights = weights, None
+        name, weights = parse_model_spec(spec, "captioner")
         self.model = create_lightcap(name, weights).fold_backbone().to(device).eval()
-        self.weights = weights or name
+        self.weights = weights or name.removeprefix(LOCAL_DIR)
         self.weights_sha256 = sha256_file(weights_file(self.weights))
         self.device, self.precision = device, precision
         self.top_p, self.temperature = top_p, temperature

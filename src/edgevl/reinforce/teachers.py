@@ -19,25 +19,8 @@ from edgevl.data.augment import replay, to_float_batch, to_uint8_tensor
 from edgevl.errors import ConfigError
 from edgevl.io import sha256_file
 
-LOCAL_DIR = "local-dir:"
 PRECISIONS = ("fp32", "bf16")
 FORWARD_CHUNK = 256  # images or texts per forward pass (fixed, so results do not depend on --batch-size)
-
-
-def split_model_spec(spec: str, role: str) -> tuple[str, str | None]:
-    """(model name, weights path or None) of `MODEL:WEIGHTS`, `local-dir:FOLDER` or a bare folder."""
-    if not spec:
-        raise ConfigError(f"empty {role} spec; use MODEL:WEIGHTS or a model folder")
-    if spec.startswith(LOCAL_DIR):
-        return spec, None
-    if Path(spec).is_dir():
-        return spec, None
-    model, sep, weights = spec.partition(":")
-    if not sep or not model or not weights:
-        raise ConfigError(f"{role} {spec!r} needs weights: use MODEL:WEIGHTS (file or folder) or a model folder")
-    if not Path(weights).exists():
-        raise ConfigError(f"{role} {spec!r}: weights {weights!r} not found")
-    return model, weights
 
 
 def weights_file(path: str | Path) -> Path:
@@ -62,15 +45,12 @@ class Teacher:
 
     def __init__(self, spec: str, device: torch.device, precision: str = "fp32",
                  logit_scale: float | None = None) -> None:
-        from edgevl.models.factory import create_model, preprocess_cfg_for
+        from edgevl.models.factory import LOCAL_DIR, create_model, parse_model_spec, preprocess_cfg_for
         from edgevl.tokenizer import get_tokenizer
 
         self.spec = spec
-        self.model_name, weights = split_model_spec(spec, "teacher")
-        folder = self.model_name[len(LOCAL_DIR):] if self.model_name.startswith(LOCAL_DIR) else None
-        if folder is None and weights is None:
-            folder, self.model_name = self.model_name, LOCAL_DIR + self.model_name
-        self.weights = weights or folder
+        self.model_name, weights = parse_model_spec(spec, "teacher")
+        self.weights = weights or self.model_name.removeprefix(LOCAL_DIR)
         self.model = create_model(self.model_name, weights, device=device, reparameterize=True).eval()
         self.device, self.precision = device, precision
         pp = preprocess_cfg_for(self.model)

@@ -77,7 +77,14 @@ class TrainConfig:
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise ConfigError(f"--ema decay must be in (0, 1), got {self.ema}")
         if self.mode == "online-distill" and not self.teachers:
-            raise ConfigError("--mode online-distill needs --teachers name[:weights],...")
+            raise ConfigError("--mode online-distill needs --teachers MODEL:WEIGHTS,...")
+        if self.mode == "online-distill":
+            from edgevl.models.factory import parse_model_spec
+
+            for spec in self.teachers:
+                parse_model_spec(spec, "teacher")
+            if self.captioner:
+                parse_model_spec(self.captioner, "captioner")
         if not self.train_data:
             raise ConfigError("--train-data is required")
         return self

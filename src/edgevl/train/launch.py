@@ -21,14 +21,13 @@ def _norm(pp: Any) -> tuple[int, tuple, tuple]:
 
 
 def build_teachers(cfg: TrainConfig, student_norm: tuple, device: torch.device) -> Teachers:
-    """Online teachers from `--teachers name[:weights],...` and the optional `--captioner name[:weights]`."""
-    from edgevl.models.factory import create_model, preprocess_cfg_for
+    """Online teachers from `--teachers MODEL:WEIGHTS,...` and the optional `--captioner MODEL:WEIGHTS`."""
+    from edgevl.models.factory import create_model, parse_model_spec, preprocess_cfg_for
     from edgevl.tokenizer import get_tokenizer
 
     models, tokenizers, norms = [], [], []
     for spec in cfg.teachers:
-        name, _, weights = spec.partition(":")
-        model = create_model(name, weights or None, device=device)
+        model = create_model(*parse_model_spec(spec, "teacher"), device=device)
         models.append(model)
         tokenizers.append(get_tokenizer(context_length=model.context_length))
         norms.append(_norm(preprocess_cfg_for(model)))
@@ -36,8 +35,7 @@ def build_teachers(cfg: TrainConfig, student_norm: tuple, device: torch.device) 
     if cfg.captioner:
         from edgevl.models.lightcap.model import create_lightcap
 
-        name, _, weights = cfg.captioner.partition(":")
-        captioner = create_lightcap(name, weights or None).to(device).eval()
+        captioner = create_lightcap(*parse_model_spec(cfg.captioner, "captioner")).to(device).eval()
         c = captioner.config
         captioner_norm = (int(c.image_size), tuple(c.mean), tuple(c.std))
     return Teachers(models, tokenizers, norms, student_norm, cfg.distill_logit_scale, captioner, captioner_norm)

@@ -15,6 +15,7 @@ from torch import nn
 
 from edgevl.errors import CheckpointError, ConfigError
 from edgevl.io import atomic_write, atomic_write_text
+from edgevl.models.factory import LOCAL_DIR
 from edgevl.models.lightcap.backbones import build_backbone
 from edgevl.models.lightcap.concepts import ConceptExtractor, Concepts
 from edgevl.models.lightcap.config import LightCapConfig, get_lightcap_config
@@ -235,9 +236,12 @@ class LightCap(nn.Module):
 def create_lightcap(name_or_path: str | Path, weights: str | Path | None = None) -> LightCap:
     """A LightCap model from a preset name ('lightcap-tiny'), a config JSON or a model folder, in eval mode.
 
-    `weights` (a .safetensors state dict) is loaded on top when given.
+    `weights` (a .safetensors state dict) is loaded on top when given; a `weights` folder (or a
+    `local-dir:FOLDER` name) is a complete saved model and is loaded as such.
     """
-    path = Path(name_or_path)
+    if weights is not None and Path(weights).is_dir():
+        name_or_path, weights = weights, None
+    path = Path(str(name_or_path).removeprefix(LOCAL_DIR))
     if path.is_dir():
         model = LightCap.load_pretrained(path)
     elif path.suffix == ".json" and path.is_file():
