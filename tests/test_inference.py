@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 import edgevl
 from edgevl.cli import main
-from edgevl.inference import classify_images, embed_images, embed_texts, expand_image_paths, save_embeddings
+from edgevl.data.files import expand_image_paths
+from edgevl.inference import classify_images, embed_images, embed_texts, save_embeddings
 
 MODEL = "world-student-mci"
 

@@ -64,20 +64,6 @@ def caption_tensor(model: LightCap, pixels: torch.Tensor, options: DecodeOptions
     return [_hypothesis_text(model, h, False) for h in hyps]
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-def expand_image_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders replaced by their image files (sorted, non-recursive)."""
-    out: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            out += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            out.append(path)
-    return out
-
-
 def caption(images: ImageSource | Sequence[ImageSource], model: str | Path | LightCap = "lightcap-tiny",
             weights: str | Path | None = None, beam: int = 5, max_words: int = 20, num_samples: int = 0,
             top_p: float = 0.9, temperature: float = 1.0, batch_size: int = 8, seed: int = 0

@@ -252,7 +252,8 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 def _run_embed(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from edgevl.inference import embed_images, embed_texts, expand_image_paths, save_embeddings
+    from edgevl.data.files import expand_image_paths
+    from edgevl.inference import embed_images, embed_texts, save_embeddings
 
     model, preprocess, tokenizer = _load_for_inference(args)
     normalize = not args.no_normalize
@@ -288,8 +289,9 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
 def _run_classify(args: argparse.Namespace) -> int:
     import json
 
+    from edgevl.data.files import expand_image_paths
     from edgevl.eval.templates import get_templates, read_classnames
-    from edgevl.inference import classify_images, expand_image_paths
+    from edgevl.inference import classify_images
 
     if args.labels is not None:
         names = [x.strip() for x in args.labels.split(",") if x.strip()]
@@ -438,7 +440,8 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
 def _run_caption(args: argparse.Namespace) -> int:
     import json
 
-    from edgevl.captioning import caption, expand_image_paths
+    from edgevl.captioning import caption
+    from edgevl.data.files import expand_image_paths
     from edgevl.models.lightcap.model import create_lightcap
 
     model = create_lightcap(args.model, args.weights)
@@ -448,9 +451,9 @@ def _run_caption(args: argparse.Namespace) -> int:
         print(format_profile(model, profile_lightcap(model, args.max_words)))
         if not args.images:
             return 0
-    paths = expand_image_paths(args.images)
-    if not paths:
+    if not args.images:
         raise EdgevlError("no images to caption (give image files or folders containing images)")
+    paths = expand_image_paths(args.images)
     captions = caption(paths, model=model, beam=args.beam, max_words=args.max_words, num_samples=args.num_samples,
                        top_p=args.top_p, temperature=args.temperature, batch_size=args.batch_size, seed=args.seed)
     key = "captions" if args.num_samples > 0 else "caption"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +21,6 @@ from edgevl.errors import EdgevlError, ImageLoadError
 from edgevl.eval.zeroshot import build_zero_shot_classifier
 from edgevl.io import atomic_write, atomic_write_text
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-
 
 @dataclass
 class Embeddings:
@@ -31,20 +29,6 @@ class Embeddings:
     vectors: torch.Tensor
     keys: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def expand_image_paths(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders expanded recursively to their image files (sorted)."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()))
-        else:
-            paths.append(p)
-    if not paths:
-        raise EdgevlError("no images given (folders contained no image files)")
-    return paths
 
 
 @torch.inference_mode()

@@ -10,10 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edgevl.data.files import IMAGE_SUFFIXES, list_image_files
 from edgevl.data.readers.base import MapReader, Sample, open_image
 from edgevl.errors import DataError
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm"})
 
 
 class ImageFolder(MapReader):
@@ -29,9 +28,7 @@ class ImageFolder(MapReader):
         if not self.classes:
             raise DataError(f"{self.root} has no class sub-folders")
         for label, name in enumerate(self.classes):
-            for file in sorted((self.root / name).rglob("*")):
-                if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
-                    self.items.append((file, label))
+            self.items += [(file, label) for file in list_image_files(self.root / name)]
         if not self.items:
             raise DataError(f"{self.root} has no images (suffixes {sorted(IMAGE_SUFFIXES)})")
 
