@@ -187,6 +187,17 @@ def test_bad_settings_are_config_errors(tiny, fp16_run, tmp_path):
         run(tiny, tmp_path / "x", teachers=("world-teacher-vit",))
 
 
+def test_corrected_rerun_after_a_failed_start_is_accepted(tiny, tmp_path):
+    data = str(Path(tiny.data).parent / "00000.tar")
+    with pytest.raises(ConfigError, match="needs weights"):
+        run(tiny, tmp_path, data=data, teachers=("world-teacher-vit",))
+    manifest = run(tiny, tmp_path, data=data)  # same --out, now with valid teachers
+    assert [t["name"] for t in manifest["teachers"]] == list(tiny.teachers)
+    assert verify(tmp_path).ok
+    with pytest.raises(ConfigError, match="different settings.*num_augs"):  # a finished shard still pins them
+        run(tiny, tmp_path, data=data, num_augs=NUM_AUGS + 1)
+
+
 def test_no_images_output_is_joined_back_with_the_input_shards(tiny, reference, tmp_path):
     ref_dir, _ = reference
     data = str(Path(tiny.data).parent / "00001.tar")  # the shard with the broken sample

@@ -177,17 +177,19 @@ def completed_stats(out: Path, shard: int) -> dict[str, Any] | None:
         return None
 
 
-def _check_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Record the run settings, or check that a resumed run uses the same ones."""
+def _check_settings(out: Path, settings: dict[str, Any], shards: int) -> None:
+    """Refuse to resume a run whose finished shards were made with other settings.
+
+    Settings left by a start that finished no shard (e.g. it failed while loading a teacher) do not count.
+    """
     path = out / STATE_DIR / SETTINGS
-    if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if changed:
-            raise ConfigError(f"{out} holds a run with different settings ({', '.join(changed)}); "
-                              "use a new --out or the same arguments to resume")
-    else:
-        atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+    if not path.is_file() or all(completed_stats(out, i) is None for i in range(shards)):
+        return
+    old = json.loads(path.read_text(encoding="utf-8"))
+    changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if changed:
+        raise ConfigError(f"{out} holds a run with different settings ({', '.join(changed)}); "
+                          "use a new --out or the same arguments to resume")
 
 
 def _progress_total(inputs: InputShards, shards: Sequence[int]) -> int | None:
@@ -214,19 +216,17 @@ def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
         inputs = InputShards(cfg.data, cfg.shard_size)
         if not cfg.images and not inputs.is_tar:
             raise ConfigError("--no-images needs webdataset input: the output is joined with the input shards by key")
-        if info.is_main:
-            _check_settings(out, cfg.settings())
-        barrier()
-        if not info.is_main:
-            _check_settings(out, cfg.settings())
+        _check_settings(out, cfg.settings(), len(inputs))
         pending = [i for i in range(len(inputs)) if completed_stats(out, i) is None]
-        barrier()  # every rank lists the pending shards before any rank writes one
-        mine = pending[info.rank::info.world_size]
         scales = cfg.logit_scales or (None,) * len(cfg.teachers)
         teachers = [Teacher(spec, info.device, cfg.precision, scale) for spec, scale in zip(cfg.teachers, scales)]
         captioner = Captioner(cfg.captioner, info.device, cfg.precision, cfg.top_p, cfg.temperature)
         aug = AugmentConfig(size=cfg.aug_size or teachers[0].size, interpolation=teachers[0].interpolation,
                             mean=teachers[0].mean, std=teachers[0].std)
+        if info.is_main:  # only now that everything loaded, so a failed start leaves no settings behind
+            atomic_write_text(out / STATE_DIR / SETTINGS, json.dumps(cfg.settings(), indent=1, sort_keys=True) + "\n")
+        barrier()  # every rank listed the pending shards before any rank writes one
+        mine = pending[info.rank::info.world_size]
         job = ShardJob(cfg, inputs, teachers, captioner, aug, out)
         show = cfg.progress and info.is_main
         with tqdm(total=_progress_total(inputs, mine), unit="sample", desc="reinforce", disable=not show,
