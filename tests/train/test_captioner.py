@@ -213,6 +213,9 @@ def test_config_errors(world, tmp_path):
         config(world, tmp_path, ensemble_distill=True).validate()
     with pytest.raises(ConfigError, match="--scst-samples"):
         config(world, tmp_path, scst_steps=2, scst_samples=1).validate()
+    with pytest.raises(ConfigError, match="nothing to train"):
+        config(world, tmp_path, steps=0).validate()
+    assert config(world, tmp_path, steps=0, scst_steps=1).validate().total_steps == 1  # SCST-only fine-tuning
 
 
 def test_cli_smoke(world, tmp_path, capsys):

@@ -96,10 +96,13 @@ class CaptionerTrainConfig:
 
     def validate(self) -> CaptionerTrainConfig:
         """Raise `ConfigError` naming the first bad option; returns self."""
-        for key in ("steps", "batch_size", "keep_last", "log_every", "eval_beam", "val_samples"):
+        for key in ("batch_size", "keep_last", "log_every", "eval_beam", "val_samples"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(self, key)}")
-        for key in ("scst_steps", "warmup", "eval_every", "save_every", "kd_hidden", "kd_attn", "kd_logits", "wd"):
+        if self.total_steps < 1:
+            raise ConfigError("nothing to train: give --steps, --ensemble-steps or --scst-steps")
+        for key in ("steps", "scst_steps", "warmup", "eval_every", "save_every", "kd_hidden", "kd_attn", "kd_logits",
+                    "wd"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"--{key.replace('_', '-')} must be >= 0, got {getattr(self, key)}")
         if self.lr <= 0 or self.scst_lr <= 0:
