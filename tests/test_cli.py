@@ -81,3 +81,46 @@ def test_debug_shows_traceback():
 def test_info_runs(capsys):
     assert main(["info"]) == 0
     assert "torch" in capsys.readouterr().out
+
+
+def _no_model(args):
+    raise AssertionError("bad embed arguments must be refused before the model is loaded")
+
+
+def test_os_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    import edgevl.cli
+
+    monkeypatch.setattr(edgevl.cli, "_load_for_inference", _no_model)
+    assert main(["embed", "--texts-file", str(tmp_path), "--out", str(tmp_path / "e.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edgevl: error:") and "Is a directory" in err and str(tmp_path) in err
+    assert len(err.splitlines()) == 1
+
+
+def test_embed_checks_out_suffix_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    import edgevl.cli
+
+    monkeypatch.setattr(edgevl.cli, "_load_for_inference", _no_model)
+    assert main(["embed", "--texts", "a cat", "--out", str(tmp_path / "e.txt")]) == 2
+    assert "must end in .npy or .safetensors" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--opset", "99"], "--opset 99 is not supported by the dynamo exporter; choose 18 to 23"),
+    (["--opset", "17"], "--opset 17 is not supported by the dynamo exporter"),
+    (["--exporter", "legacy", "--opset", "21"], "--opset 21 is not supported by the legacy exporter; choose 7 to 20"),
+    (["--parts", "captioner", "--captioner", "lightcap-tiny:"], "--captioner 'lightcap-tiny:' needs weights"),
+])
+def test_export_validates_options_before_building(tmp_path, capsys, argv, message):
+    assert main(["export", "--model", "world-student-mci", "--out", str(tmp_path / "x"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_help_points_at_existing_commands():
+    helps = [a.help or "" for _, parser in _walk(build_parser()) for a in parser._actions]
+    commands = set(next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices)
+    assert "info" in commands and "list" not in commands
+    assert not [h for h in helps if "edgevl list" in h]
+    assert any("(edgevl info)" in h for h in helps)

@@ -253,16 +253,19 @@ def _run_embed(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgevl.data.files import expand_image_paths
-    from edgevl.inference import embed_images, embed_texts, save_embeddings
+    from edgevl.inference import embed_images, embed_texts, embeddings_suffix, save_embeddings
 
+    embeddings_suffix(args.out)  # inputs and output are checked before the model is built
+    if args.images:
+        paths = expand_image_paths(args.images)
+    else:
+        texts = args.texts or [t for t in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if t]
     model, preprocess, tokenizer = _load_for_inference(args)
     normalize = not args.no_normalize
     if args.images:
-        paths = expand_image_paths(args.images)
         emb = embed_images(model, preprocess, paths, batch_size=args.batch_size, normalize=normalize, progress=True)
         _report_skipped(emb.skipped)
     else:
-        texts = args.texts or [t for t in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if t]
         emb = embed_texts(model, tokenizer, texts, batch_size=args.batch_size, normalize=normalize, progress=True)
     out = save_embeddings(emb, args.out)
     print(f"wrote {tuple(emb.vectors.shape)} embeddings to {out} (row keys in {out.name}.keys.json)")
@@ -534,7 +537,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "Train a CLIP student. Single process: `edgevl train ...`; several: `torchrun --nproc_per_node N -m "
         "edgevl train ...` (gloo on CPU, nccl on GPU). See docs/training.md.",
     )
-    p.add_argument("--model", default="world-student-mci", help="student model config name (edgevl list)")
+    p.add_argument("--model", default="world-student-mci", help="student model config name (edgevl info)")
     p.add_argument("--pretrained", default=None, help="start from these weights (file or folder, any layout)")
     p.add_argument("--train-data", required=True, help="training reader spec (wds:..., csv:..., reinforced:...)")
     p.add_argument("--val-data", default=None, help="held-out reader spec for periodic evaluation")
@@ -875,7 +878,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgevl: interrupted", file=sys.stderr)
         return 130
-    except (EdgevlError, FileNotFoundError, PermissionError, ValueError) as exc:
+    except (EdgevlError, OSError, ValueError) as exc:
         if args.debug:
             raise
         print(f"edgevl: error: {exc}", file=sys.stderr)

@@ -121,13 +121,19 @@ def classify_images(
     return preds, emb.skipped
 
 
-def save_embeddings(emb: Embeddings, out: str | os.PathLike) -> Path:
-    """Write vectors to `.npy` or `.safetensors` (by suffix) plus `<out>.keys.json`, each atomically."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    suffix = out.suffix.lower()
+def embeddings_suffix(out: str | os.PathLike) -> str:
+    """'.npy' or '.safetensors' for an embeddings output path; checked before any work so a typo fails fast."""
+    suffix = Path(out).suffix.lower()
     if suffix not in (".npy", ".safetensors"):
         raise EdgevlError(f"output {out} must end in .npy or .safetensors")
+    return suffix
+
+
+def save_embeddings(emb: Embeddings, out: str | os.PathLike) -> Path:
+    """Write vectors to `.npy` or `.safetensors` (by suffix) plus `<out>.keys.json`, each atomically."""
+    suffix = embeddings_suffix(out)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
 
     if suffix == ".npy":
         def write_npy(tmp: str) -> None:

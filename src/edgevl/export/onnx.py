@@ -28,6 +28,9 @@ from edgevl.export.runtime import ExportError, require, session
 from edgevl.io import atomic_write_text, sha256_file
 
 EXPORTERS = {"dynamo": 20, "legacy": 17}  # exporter -> default opset
+# Opsets each exporter really writes in torch 2.13: dynamo builds at >= 18 (lower requests come out as 18),
+# the TorchScript exporter stops at 20.
+OPSET_RANGES = {"dynamo": (18, 23), "legacy": (7, 20)}
 PARTS = ("image", "text", "captioner")
 MANIFEST = "export.json"
 INLINE_LIMIT = 1_800_000_000
@@ -64,10 +67,18 @@ def _example(graph: Graph) -> tuple[torch.Tensor, ...]:
     return graph.make_inputs(2, torch.Generator().manual_seed(1234))
 
 
-def export_graph(graph: Graph, path: str | Path, exporter: str = "dynamo", opset: int | None = None) -> list[Path]:
-    """Export one graph to `path` (atomically; `path.data` too for huge weights); returns the written files."""
+def check_exporter(exporter: str, opset: int | None) -> None:
+    """ExportError naming an unknown exporter or an opset it cannot write (None: the exporter's default)."""
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; choose from {sorted(EXPORTERS)}")
+    low, high = OPSET_RANGES[exporter]
+    if opset is not None and not low <= opset <= high:
+        raise ExportError(f"--opset {opset} is not supported by the {exporter} exporter; choose {low} to {high}")
+
+
+def export_graph(graph: Graph, path: str | Path, exporter: str = "dynamo", opset: int | None = None) -> list[Path]:
+    """Export one graph to `path` (atomically; `path.data` too for huge weights); returns the written files."""
+    check_exporter(exporter, opset)
     require("onnx")
     if exporter == "dynamo":
         require("onnxscript")

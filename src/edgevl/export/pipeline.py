@@ -9,6 +9,7 @@ from typing import Any
 from edgevl.export.onnx import (
     PARTS,
     base_manifest,
+    check_exporter,
     export_captioner,
     export_clip,
     write_manifest,
@@ -34,14 +35,20 @@ def export_model(out: str | Path, *, model_name: str | None = None, pretrained: 
     """Export the requested parts into `out` and return the export.json content.
 
     CLIP towers come from `create_model(model_name, pretrained)`; the captioner from `create_lightcap` with a
-    `NAME[:WEIGHTS]` spec. `eval_world` adds the world zero-shot accuracies of PyTorch vs ONNX (needs towers).
+    `NAME[:WEIGHTS]` spec or model folder. `eval_world` adds the world zero-shot accuracies of PyTorch vs ONNX
+    (needs towers).
     """
+    check_exporter(exporter, opset)
     parts = parse_parts(parts)
     tower_parts = [p for p in parts if p in ("image", "text")]
     if tower_parts and not model_name:
         raise ExportError("exporting the image/text towers needs a model name (--model)")
     if eval_world and tower_parts != ["image", "text"]:
         raise ExportError("--eval-world needs both the image and the text tower (--parts image,text)")
+    if "captioner" in parts:
+        from edgevl.models.factory import parse_model_spec
+
+        cap_name, cap_weights = parse_model_spec(captioner, "--captioner", require_weights=False)
     manifest = base_manifest(exporter, opset, tolerance)
     common = {"exporter": exporter, "opset": opset, "tolerance": tolerance, "quantize": quantize,
               "progress": progress, "manifest": manifest}
@@ -52,11 +59,9 @@ def export_model(out: str | Path, *, model_name: str | None = None, pretrained: 
         model = create_model(model_name, pretrained)
         export_clip(model, out, model_name=model_name, pretrained=pretrained, parts=tower_parts, **common)
     if "captioner" in parts:
-        from edgevl.models.factory import parse_model_spec
         from edgevl.models.lightcap.model import create_lightcap
 
-        name, weights = parse_model_spec(captioner, "--captioner", require_weights=False)
-        export_captioner(create_lightcap(name, weights), out, name=name, weights=weights, **common)
+        export_captioner(create_lightcap(cap_name, cap_weights), out, name=cap_name, weights=cap_weights, **common)
     if eval_world:
         from edgevl.export.world_eval import evaluate_world
 
