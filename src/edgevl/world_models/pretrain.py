@@ -34,7 +34,7 @@ class TeacherRecipe:
 
 
 TEACHERS = {
-    "teacher-vit": TeacherRecipe("world-teacher-vit", steps=1000),
+    "teacher-vit": TeacherRecipe("world-teacher-vit", steps=450),
     "teacher-mci": TeacherRecipe("world-teacher-mci", steps=300),
 }
 WHAT = (*TEACHERS, "teachers", "captioner", "all")
