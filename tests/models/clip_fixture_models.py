@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -112,8 +111,3 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str, atol: 
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     diff = (actual.float() - expected.float()).abs().max().item()
     assert diff <= atol, f"{what}: max abs diff {diff:.3g} > {atol:g}"
-
-
-def requires(module: str) -> None:
-    """Skip when an image-tower module of another engineer is not in the tree yet."""
-    pytest.importorskip(module)

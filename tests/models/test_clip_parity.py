@@ -6,7 +6,7 @@ import contextlib
 
 import pytest
 import torch
-from clip_fixture_models import ATOL, assert_close, fixture_path, io_tensors, register, requires
+from clip_fixture_models import ATOL, assert_close, fixture_path, io_tensors, register
 
 import edgevl
 
@@ -141,14 +141,12 @@ def test_folding_train_weights_reproduces_reparam_outputs(tmp_path, name):
 @pytest.mark.parametrize("name", VIT_MODELS)
 @pytest.mark.parametrize("weights", ["train", "reparam"])
 def test_conv_stem_vit_fixture_reproduces_all_outputs(tmp_path, name, weights):
-    requires("edgevl.models.vit")
     model = edgevl.create_model(register(name, tmp_path), pretrained=fixture_path(name, weights))
     assert _check_all(model, io_tensors(name), weights) >= 6
 
 
 @pytest.mark.parametrize("quick_gelu", [False, True])
 def test_openai_vit_teacher_fixture(tmp_path, quick_gelu):
-    requires("edgevl.models.vit")
     name = "oc_clip_vit_tiny"
     changes = {"quick_gelu": True} if quick_gelu else {}
     model = edgevl.create_model(register(name, tmp_path, **changes), pretrained=fixture_path(name, "train"))
