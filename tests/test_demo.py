@@ -39,9 +39,10 @@ def test_demo_whole_path_on_tiny_sizes(tmp_path):
         assert FINAL_KEYS <= set(summary["final"][run])
         assert all(0.0 <= v <= 1.0 for k, v in summary["final"][run].items() if k != "step")
     h = summary["headline"]
-    reached = steps_to_reach(reinforced, plain[-1]["color_shape"])
+    reached = steps_to_reach(reinforced[1:], plain[-1]["color_shape"])
     assert h["reinforced_steps_to_plain_final"] == reached
-    assert h["fewer_steps"] == (2 / reached if reached else None)
+    assert h["plain_improved"] == (plain[-1]["color_shape"] > plain[0]["color_shape"])
+    assert h["fewer_steps"] == (2 / reached if reached and h["plain_improved"] else None)
     report = (tmp_path / "report.md").read_text()
     assert "| color_shape@heldout |" in report and "| t2i_R@5 |" in report and "Headline" in report
     manifest = json.loads((tmp_path / "data" / "reinforced" / "manifest.json").read_text())

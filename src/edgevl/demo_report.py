@@ -112,18 +112,14 @@ def _pct(v: float) -> str:
 
 def report_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """The text of `report.md`."""
-    s, h, final = summary["settings"], summary["headline"], summary["final"]
+    from edgevl.demo import headline_text
+
+    s, final = summary["settings"], summary["final"]
     keys = [*tasks(), HELDOUT_KEY, *RETRIEVAL_KEYS]
     lines = [
         "# edgevl demo: reinforced vs plain CLIP training on the procedural world",
         "",
-        f"**Headline ({h['task']}, zero-shot top-1 on the test split):** "
-        + (f"the reinforced student reaches the plain student's final accuracy ({_pct(h['plain_final'])} % after "
-           f"{h['plain_steps']} steps) at step {h['reinforced_steps_to_plain_final']}, "
-           f"**{h['fewer_steps']:.1f}× fewer steps**; final accuracy {_pct(h['reinforced_final'])} % vs "
-           f"{_pct(h['plain_final'])} %." if h["fewer_steps"] else
-           f"the reinforced student did not reach the plain student's final accuracy ({_pct(h['plain_final'])} %) "
-           f"within {h['plain_steps']} steps (its final: {_pct(h['reinforced_final'])} %)."),
+        f"**Headline (zero-shot top-1 on the test split):** {headline_text(summary)}.",
         "",
         "## Setup",
         "",
