@@ -1,10 +1,11 @@
-"""Shared test helpers: paths to the golden fixtures copied from the reference implementations."""
+"""Shared test helpers: paths to the golden fixtures copied from the reference implementations, one-thread runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -12,3 +13,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): the references
+    were computed that way, and tiny models run fastest so on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -591,12 +591,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from edgevl.models.factory import split_model_specs
     from edgevl.train.config import TrainConfig
     from edgevl.train.launch import train
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names}
-    values["teachers"] = [t for t in args.teachers.split(",") if t]
+    values["teachers"] = list(split_model_specs(args.teachers))
     values["grad_clip_norm"] = args.grad_clip_norm or None
     metrics = train(TrainConfig(**values))
     if metrics:
@@ -673,10 +674,11 @@ def _add_reinforce(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_reinforce(args: argparse.Namespace) -> int:
-    from edgevl.reinforce.generate import ReinforceConfig, parse_scales, reinforce, split_specs
+    from edgevl.models.factory import split_model_specs
+    from edgevl.reinforce.generate import ReinforceConfig, parse_scales, reinforce
 
     cfg = ReinforceConfig(
-        data=args.data, out=args.out, teachers=split_specs(args.teachers), captioner=args.captioner,
+        data=args.data, out=args.out, teachers=split_model_specs(args.teachers), captioner=args.captioner,
         num_augs=args.num_augs, num_syn_captions=args.num_syn_captions, dtype=args.dtype, fmt=args.fmt,
         seed=args.seed, batch_size=args.batch_size, shard_size=args.shard_size, aug_size=args.aug_size,
         logit_scales=parse_scales(args.logit_scales), precision=args.precision, top_p=args.top_p,

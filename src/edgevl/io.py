@@ -25,7 +25,8 @@ def _temp_path(path: Path) -> Path:
         return tmp
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's data, or a folder's entries (after renames in it), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -42,7 +43,7 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path
     tmp = _temp_path(path)
     try:
         writer(str(tmp))
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -29,14 +29,7 @@ from edgevl.models.blocks import (
 )
 from edgevl.models.mci import MCi
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The references were computed with one CPU thread; tiny models also run fastest that way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize(module: nn.Module, seed: int = 0) -> nn.Module:

@@ -117,7 +117,7 @@ def test_frozen_bn_stats_stay_in_eval():
 
 
 def test_parse_model_spec_forms(tmp_path):
-    from edgevl.models.factory import parse_model_spec
+    from edgevl.models.factory import parse_model_spec, split_model_specs
 
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"")
@@ -128,6 +128,7 @@ def test_parse_model_spec_forms(tmp_path):
     assert parse_model_spec(f"local-dir:{folder}") == (f"local-dir:{folder}", None)
     assert parse_model_spec(str(folder)) == (f"local-dir:{folder}", None)
     assert parse_model_spec("lightcap-tiny", require_weights=False) == ("lightcap-tiny", None)
+    assert split_model_specs(f" A:{weights}, ,{folder},") == (f"A:{weights}", str(folder))
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -14,14 +14,7 @@ from edgevl.errors import CheckpointError, ConfigError
 from edgevl.models.blocks import reparameterize_modules
 from edgevl.models.mci import MCi, convert_v1_state_dict, create_mci
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The references were computed with one CPU thread; tiny models also run fastest that way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ATOL = 1e-5

@@ -20,14 +20,7 @@ from edgevl.models.vit import (
     resize_pos_embed,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The references were computed with one CPU thread; tiny models also run fastest that way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ATOL = 1e-5

@@ -50,6 +50,11 @@ def parse_model_spec(spec: str, role: str = "model", *, require_weights: bool = 
     return model, weights or None
 
 
+def split_model_specs(text: str) -> tuple[str, ...]:
+    """`--teachers A:W,B:W` -> ('A:W', 'B:W'); blanks dropped (a comma inside one spec is not supported)."""
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
 def build_text_tower(text_cfg: dict, embed_dim: int, quick_gelu: bool = False) -> TextTransformer:
     """Text tower from an open_clip `text_cfg` (plus edgevl's `model_type: "mct"` and `pos_embed_mode`)."""
     model_type = text_cfg.get("model_type", "transformer")

@@ -258,8 +258,3 @@ def parse_scales(text: str | None) -> tuple[float, ...] | None:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
         raise ConfigError(f"--logit-scales must be comma-separated numbers, got {text!r}") from None
-
-
-def split_specs(text: str) -> tuple[str, ...]:
-    """Comma-separated teacher specs (a comma inside a spec is not supported)."""
-    return tuple(s.strip() for s in text.split(",") if s.strip())

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from edgevl.errors import CheckpointError
+from edgevl.io import fsync_path
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -31,14 +32,6 @@ _STEP_RE = re.compile(r"^step_(\d+)$")
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors wants contiguous, unshared CPU tensors
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
@@ -73,7 +66,7 @@ def save_checkpoint(
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         if final.exists():  # re-saving a step (e.g. after a NaN stop): swap the old folder out first
             old = root / f".old-step_{step}-{os.getpid()}"
             os.replace(final, old)
@@ -81,7 +74,7 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_path(root)
     except (OSError, RuntimeError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         previous = [p.name for p in list_checkpoints(run_dir)]
