@@ -402,7 +402,6 @@ def test_reinforced_sequential_and_multi_syn_keys(tmp_path, monkeypatch):
 
 def test_reinforced_replays_fixture_records(tmp_path, fixtures_dir):
     """With the real replay, the reader's image for aug k equals the reference student replay of record k."""
-    pytest.importorskip("edgevl.data.augment")
     fx = fixtures_dir / "augment_replay"
     entry = json.loads((fx / "records.json").read_text())["images"][0]
     expected = np.load(fx / "replay_student_256.npz")

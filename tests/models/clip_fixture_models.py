@@ -6,6 +6,7 @@ so the models are built through the public factory exactly like the built-in con
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -111,3 +112,14 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str, atol: 
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     diff = (actual.float() - expected.float()).abs().max().item()
     assert diff <= atol, f"{what}: max abs diff {diff:.3g} > {atol:g}"
+
+
+def key_listing(name: str, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """A reference key listing in fixtures/keys (`key<TAB>(d0, d1, ...)` per line): the keys under `prefix`,
+    prefix stripped."""
+    rows = (line.split("\t") for line in (FIXTURES / "keys" / name).read_text().splitlines() if line.strip())
+    return {k[len(prefix):]: tuple(ast.literal_eval(dims)) for k, dims in rows if k.startswith(prefix)}
+
+
+def state_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}

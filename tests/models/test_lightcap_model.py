@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from clip_fixture_models import key_listing
 
 from edgevl.errors import CheckpointError, ConfigError
 from edgevl.models.lightcap.concepts import concept_loss
@@ -16,14 +17,9 @@ from edgevl.models.lightcap.resnet import CLIPResNetTrunk, clip_visual_trunk_sta
 from edgevl.models.lightcap.vocab import WordVocab
 
 
-def _listing(path) -> dict[str, tuple[int, ...]]:
-    rows = (line.split("\t") for line in path.read_text().splitlines() if line.strip())
-    return {key: tuple(eval(shape)) for key, shape in rows}
-
-
 @pytest.fixture(scope="module")
-def rn50_listing(fixtures_dir):
-    return _listing(fixtures_dir / "keys" / "open_clip_RN50.train.txt")
+def rn50_listing():
+    return key_listing("open_clip_RN50.train.txt")
 
 
 def test_rn50_trunk_matches_open_clip_visual_keys_without_attnpool(rn50_listing):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
 import json
 
 import pytest
 import torch
+from clip_fixture_models import key_listing, state_shapes
 from safetensors.torch import load_file
 
 from edgevl.errors import CheckpointError, ConfigError
@@ -64,15 +64,6 @@ def build(cfg: dict, state: dict[str, torch.Tensor], reparam: bool) -> MCi:
     return model
 
 
-def listing(fixtures_dir, name: str, prefix: str) -> dict[str, tuple[int, ...]]:
-    rows = (line.rstrip("\n").split("\t") for line in (fixtures_dir / "keys" / name).open())
-    return {k[len(prefix) :]: ast.literal_eval(s) for k, s in rows if k.startswith(prefix)}
-
-
-def shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 def stage_outputs(model: MCi, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Outputs of `stem`, `stages.{i}` and `final_conv`, named as in the fixtures."""
     names = ["stem", *(f"stages.{i}" for i in range(len(model.stages))), "final_conv"]
@@ -121,7 +112,7 @@ def test_own_reparameterization_matches_reference(fixtures_dir, name):
     model = build(OC_MODELS[name], strip(load_file(root / f"{name}.train.safetensors"), "visual.trunk."), False)
     reparameterize_modules(model)
     reference = strip(load_file(root / f"{name}.reparam.safetensors"), "visual.trunk.")
-    assert shapes(model) == {k: tuple(v.shape) for k, v in reference.items()}
+    assert state_shapes(model) == {k: tuple(v.shape) for k, v in reference.items()}
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, reference[key], atol=ATOL, rtol=1e-5, msg=lambda m, k=key: f"{k}: {m}")
     with torch.no_grad():
@@ -200,7 +191,7 @@ def test_full_size_keys_shapes_and_param_counts(fixtures_dir, preset, oc_name):
     for kind in ("train", "reparam"):
         if kind == "reparam":
             reparameterize_modules(model)
-        assert shapes(model) == listing(fixtures_dir, f"open_clip_{oc_name}.{kind}.txt", "visual.trunk.")
+        assert state_shapes(model) == key_listing(f"open_clip_{oc_name}.{kind}.txt", "visual.trunk.")
         n_params = sum(p.numel() for p in model.parameters())
         assert n_params == counts[f"open_clip/{oc_name}/{kind}"]["image"]
 
@@ -212,9 +203,9 @@ def test_v1_full_size_listings_convert_to_preset_keys(fixtures_dir, v1_name, pre
     for kind in ("train", "reparam"):
         if kind == "reparam":
             reparameterize_modules(model)
-        v1 = listing(fixtures_dir, f"v1_mobileclip_{v1_name}.{kind}.txt", "")
+        v1 = key_listing(f"v1_mobileclip_{v1_name}.{kind}.txt", "")
         fake = {k: torch.empty(s, device="meta") for k, s in v1.items()}
-        assert {k: tuple(v.shape) for k, v in convert_v1_state_dict(fake).items()} == shapes(model)
+        assert {k: tuple(v.shape) for k, v in convert_v1_state_dict(fake).items()} == state_shapes(model)
 
 
 def test_full_size_mci0_shapes_at_256():

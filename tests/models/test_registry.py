@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import torch
+from clip_fixture_models import key_listing
 
 import edgevl
 from edgevl.errors import ConfigError
@@ -27,17 +27,6 @@ LISTINGS = {
     "ViT-B-16": [("open_clip_ViT-B-16", "open_clip")],
     "ViT-L-14": [("open_clip_ViT-L-14", "open_clip")],
 }
-_SHAPE = re.compile(r"^(\S+)\t\(([\d, ]*)\)$")
-
-
-def _listing(path) -> dict[str, tuple[int, ...]]:
-    out = {}
-    for line in path.read_text().splitlines():
-        key, dims = _SHAPE.match(line).groups()
-        out[key] = tuple(int(d) for d in dims.replace(" ", "").split(",") if d)
-    return out
-
-
 def _meta_model(name: str, reparam: bool):
     return edgevl.create_model(name, device="meta", reparameterize=reparam)
 
@@ -55,13 +44,10 @@ def test_full_size_keys_and_shapes_match_reference_listing(fixtures_dir, name, s
     path = fixtures_dir / "keys" / f"{stem}.{kind}.txt"
     if not path.exists():
         pytest.skip(f"no {kind} listing for {stem}")
-    reference = _listing(path)
+    reference = key_listing(path.name)
     # the loader's converter turns v1 and plain-CLIP open_clip keys into edgevl keys
     meta = {k: torch.empty(shape, device="meta") for k, shape in reference.items()}
-    try:
-        reference = {k: tuple(v.shape) for k, v in to_edgevl_layout(meta).items()}
-    except ImportError as exc:
-        pytest.skip(f"{stem}: {exc}")
+    reference = {k: tuple(v.shape) for k, v in to_edgevl_layout(meta).items()}
     model = _meta_model(name, kind == "reparam")
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert sorted(set(ours) - set(reference))[:5] == []

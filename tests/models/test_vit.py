@@ -3,11 +3,11 @@ full-size key listings / parameter counts."""
 
 from __future__ import annotations
 
-import ast
 import json
 
 import pytest
 import torch
+from clip_fixture_models import key_listing, state_shapes
 from safetensors.torch import load_file
 
 from edgevl.errors import CheckpointError, ConfigError
@@ -64,15 +64,6 @@ def capture(model: torch.nn.Module, names: list[str], x: torch.Tensor) -> dict[s
         for h in hooks:
             h.remove()
     return out
-
-
-def listing(fixtures_dir, name: str, prefix: str) -> dict[str, tuple[int, ...]]:
-    rows = (line.rstrip("\n").split("\t") for line in (fixtures_dir / "keys" / name).open())
-    return {k[len(prefix) :]: ast.literal_eval(s) for k, s in rows if k.startswith(prefix)}
-
-
-def shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -172,19 +163,19 @@ def test_vit_base_mci_224_keys_and_params(fixtures_dir):
     with torch.device("meta"):
         model = create_timm_vit("vit_base_mci_224", num_classes=512)
     for oc_name in ("MobileCLIP-B", "MobileCLIP2-B"):
-        assert shapes(model) == listing(fixtures_dir, f"open_clip_{oc_name}.train.txt", "visual.trunk.")
+        assert state_shapes(model) == key_listing(f"open_clip_{oc_name}.train.txt", "visual.trunk.")
         assert n_params(model) == counts[f"open_clip/{oc_name}/train"]["image"]
     for kind in ("train", "reparam"):
-        v1 = listing(fixtures_dir, f"v1_mobileclip_b.{kind}.txt", "image_encoder.model.")
+        v1 = key_listing(f"v1_mobileclip_b.{kind}.txt", "image_encoder.model.")
         fake = {k: torch.empty(s, device="meta") for k, s in v1.items()}
-        assert {k: tuple(v.shape) for k, v in convert_v1_state_dict(fake).items()} == shapes(model)
+        assert {k: tuple(v.shape) for k, v in convert_v1_state_dict(fake).items()} == state_shapes(model)
 
 
 def test_vit_large_patch14_clip_224_keys_and_params(fixtures_dir):
     counts = json.loads((fixtures_dir / "keys" / "param_counts.json").read_text())["parameter_counts"]
     with torch.device("meta"):
         model = create_timm_vit("vit_large_patch14_clip_224", num_classes=768)
-    assert shapes(model) == listing(fixtures_dir, "open_clip_MobileCLIP2-L-14.train.txt", "visual.trunk.")
+    assert state_shapes(model) == key_listing("open_clip_MobileCLIP2-L-14.train.txt", "visual.trunk.")
     assert n_params(model) == counts["open_clip/MobileCLIP2-L-14/train"]["image"]
 
 
@@ -211,7 +202,7 @@ def test_openai_vit_presets(fixtures_dir, name, oc_listing, geometry):
     assert n_params(model) == _openai_vit_param_formula(*geometry)
     if oc_listing:
         counts = json.loads((fixtures_dir / "keys" / "param_counts.json").read_text())["parameter_counts"]
-        assert shapes(model) == listing(fixtures_dir, f"open_clip_{oc_listing}.train.txt", "visual.")
+        assert state_shapes(model) == key_listing(f"open_clip_{oc_listing}.train.txt", "visual.")
         assert n_params(model) == counts[f"open_clip/{oc_listing}/train"]["image"]
 
 
