@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
+from train_helpers import TEACHER_DIMS, ToyPairs, tiny_clip
 
-from conftest import TEACHER_DIMS, ToyPairs, tiny_clip
 from edgevl.errors import CheckpointError, ConfigError
 from edgevl.train import checkpoint as ckpt
 from edgevl.train.losses import DistillConfig
