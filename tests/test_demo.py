@@ -144,3 +144,21 @@ def test_world_pretrain_cli_writes_a_loadable_teacher(tmp_path, monkeypatch):
     model = load_teacher("teacher-vit", tmp_path)
     assert model.model_cfg["embed_dim"] == 96
     assert next(model.parameters()).dtype == torch.float32
+
+
+def test_world_pretrain_captioner_writes_a_loadable_captioner(tmp_path, monkeypatch):
+    import edgevl.world_models.captioner as recipe
+
+    monkeypatch.setattr(recipe, "TRAIN_IMAGES", 64)
+    monkeypatch.setattr(recipe, "EVAL_IMAGES", 8)
+    monkeypatch.setattr(recipe, "VOCAB_SAMPLES", 50)
+    record = recipe.pretrain_captioner(tmp_path, steps=2)
+    assert record["backbone_teacher"] == "teacher-mci" and record["steps"] == 2
+    assert {"CIDEr", "Bleu_4"} <= set(record["metrics"])
+    from edgevl.models.lightcap.model import create_lightcap
+
+    trunk = create_lightcap(tmp_path / "captioner").backbone.trunk.state_dict()  # unfolded
+    teacher = load_teacher("teacher-mci").state_dict()  # no teacher in tmp_path: the shipped one is used
+    for key, value in trunk.items():
+        assert torch.equal(value, teacher[f"visual.trunk.{key}"]), key
+    assert load_captioner(tmp_path).vocab.period_id is not None

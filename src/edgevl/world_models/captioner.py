@@ -102,7 +102,7 @@ def pretrain_captioner(out: str | Path, *, teachers: str | Path | None = None, s
     result = train_captioner(cfg, model, train=train, val=val)
     seconds = time.perf_counter() - start
     folder = model.eval().save_pretrained(out / "captioner")
-    record = {"name": "captioner", "backbone_teacher": str(teacher_dir), "steps": cfg.steps, "batch_size": BATCH,
+    record = {"name": "captioner", "backbone_teacher": teacher_dir.name, "steps": cfg.steps, "batch_size": BATCH,
               "lr": LR, "train_images": TRAIN_IMAGES, "seed": seed, "train_seconds": round(seconds, 1),
               "metrics": result["val"]}
     atomic_json(folder / "pretrain.json", record)
