@@ -37,7 +37,6 @@ TEACHERS = {
     "teacher-vit": TeacherRecipe("world-teacher-vit", steps=450),
     "teacher-mci": TeacherRecipe("world-teacher-mci", steps=300),
 }
-WHAT = (*TEACHERS, "teachers", "captioner", "all")
 TRAIN_SAMPLES = 200_000  # the "large clean split": more samples than the longest run reads
 EVAL_TEST, EVAL_HELDOUT = 1000, 400
 
