@@ -18,13 +18,7 @@ TINY = DemoSettings(n_train=32, steps=2, batch_size=16, eval_every=1, n_test=16,
 FINAL_KEYS = {"color_shape", "shape", "color", "count", "color_shape@heldout", "i2t_R@1", "i2t_R@5", "t2i_R@1",
               "t2i_R@5"}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest single-threaded on a shared CPU
 
 
 def test_demo_whole_path_on_tiny_sizes(tmp_path):
