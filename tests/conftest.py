@@ -23,3 +23,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def student_bundle():
+    """(model, preprocess_val, tokenizer) of the tiny world student with seed-0 random weights."""
+    import edgevl
+
+    torch.manual_seed(0)
+    model, _, preprocess = edgevl.create_model_and_transforms("world-student-mci")
+    return model, preprocess, edgevl.get_tokenizer("world-student-mci")

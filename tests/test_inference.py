@@ -30,15 +30,8 @@ def images(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def model_bundle():
-    torch.manual_seed(0)
-    model, _, preprocess = edgevl.create_model_and_transforms(MODEL)
-    return model, preprocess, edgevl.get_tokenizer(MODEL)
-
-
-def test_expand_and_embed_skips_bad_files(images, model_bundle):
-    model, preprocess, _ = model_bundle
+def test_expand_and_embed_skips_bad_files(images, student_bundle):
+    model, preprocess, _ = student_bundle
     paths = expand_image_paths([images])
     assert len(paths) == 7
     emb = embed_images(model, preprocess, paths, batch_size=4)
@@ -50,8 +43,8 @@ def test_expand_and_embed_skips_bad_files(images, model_bundle):
     assert torch.allclose(one_by_one.vectors, emb.vectors, atol=1e-5)
 
 
-def test_classify_ranks_by_probability(images, model_bundle):
-    model, preprocess, tok = model_bundle
+def test_classify_ranks_by_probability(images, student_bundle):
+    model, preprocess, tok = student_bundle
     labels = ["red circle", "blue square", "green triangle", "yellow star"]
     preds, skipped = classify_images(model, preprocess, tok, expand_image_paths([images]), labels, ["a {}."], top_k=3)
     assert len(preds) == 6 and len(skipped) == 1
@@ -60,8 +53,8 @@ def test_classify_ranks_by_probability(images, model_bundle):
         assert 0 < sum(p.probs) <= 1 + 1e-6
 
 
-def test_save_roundtrip(tmp_path, model_bundle):
-    model, _, tok = model_bundle
+def test_save_roundtrip(tmp_path, student_bundle):
+    model, _, tok = student_bundle
     emb = embed_texts(model, tok, ["a red circle", "two blue squares"])
     npy = save_embeddings(emb, tmp_path / "t.npy")
     assert np.allclose(np.load(npy), emb.vectors.numpy())

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-import edgevl
 from edgevl.cli import main
 from edgevl.errors import ConfigError
 from edgevl.eval.benchmark import evaluate_retrieval, evaluate_zeroshot, guess_task, result_record
@@ -29,15 +28,8 @@ def world(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    torch.manual_seed(0)
-    model, _, preprocess = edgevl.create_model_and_transforms(MODEL)
-    return model, preprocess, edgevl.get_tokenizer(MODEL)
-
-
-def test_zeroshot_equals_per_image_computation(world, bundle):
-    model, preprocess, tok = bundle
+def test_zeroshot_equals_per_image_computation(world, student_bundle):
+    model, preprocess, tok = student_bundle
     folder = world / "folder"
     got = evaluate_zeroshot(model, preprocess, tok, f"folder:{folder}", batch_size=5)
     names = read_classnames(folder / "classnames.txt")
@@ -54,8 +46,8 @@ def test_zeroshot_equals_per_image_computation(world, bundle):
     assert got == pytest.approx(expected, abs=1e-6)
 
 
-def test_retrieval_equals_direct(world, bundle):
-    model, preprocess, tok = bundle
+def test_retrieval_equals_direct(world, student_bundle):
+    model, preprocess, tok = student_bundle
     table = next((world / "table").glob("*.csv"))
     got = evaluate_retrieval(model, preprocess, tok, f"csv:{table}", batch_size=4, ks=(1, 5))
     import csv
@@ -76,11 +68,11 @@ def test_schema_and_cli(world, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in rec["metrics"].values())
 
 
-def test_task_guess_and_errors(world, bundle):
+def test_task_guess_and_errors(world, student_bundle):
     assert guess_task(f"folder:{world / 'folder'}") == "zeroshot_classification"
     assert guess_task("wds:/x/{0..3}.tar") == "zeroshot_retrieval"
     assert result_record("d", "m", None, "t", {})["pretrained"] == ""
-    model, preprocess, tok = bundle
+    model, preprocess, tok = student_bundle
     table = next((world / "table").glob("*.csv"))
     with pytest.raises(ConfigError, match="class-folder"):
         evaluate_zeroshot(model, preprocess, tok, f"csv:{table}")
