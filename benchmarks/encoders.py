@@ -1,6 +1,7 @@
 """CPU latency of image and text encoders: eager vs reparameterized vs the fastest path, all in one run.
 
-For every model and batch size, each path is timed as the median of `--repeats` runs after `--warmup` runs,
+For every model and batch size, each path is timed as the median of `--repeats` runs after `--warmup` runs (the
+paths take turns in every round),
 with `--threads` torch threads, and checked numerically against the eager (train-time layout, eval mode)
 model. Paths:
 
@@ -32,15 +33,22 @@ FP32_TOL = 1e-4  # relative to the embedding's max magnitude
 BF16_TOL = 5e-2
 
 
-def _time(fn: Callable[[], torch.Tensor], warmup: int, repeats: int) -> tuple[float, torch.Tensor]:
-    for _ in range(warmup):
-        out = fn()
-    runs = []
+def _time_interleaved(
+    fns: dict[str, tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]], warmup: int, repeats: int
+) -> dict[str, tuple[float, float]]:
+    """Median ms of each (image, text) function pair; the paths take turns in every round, so drift in the
+    machine's speed (other jobs, frequency) hits all paths alike instead of whichever ran last."""
+    for img_fn, txt_fn in fns.values():
+        for _ in range(warmup):
+            img_fn(), txt_fn()
+    runs: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs) * 1000, out
+        for path, pair in fns.items():
+            for fn, bucket in zip(pair, runs[path]):
+                t0 = time.perf_counter()
+                fn()
+                bucket.append(time.perf_counter() - t0)
+    return {p: (statistics.median(i) * 1000, statistics.median(t) * 1000) for p, (i, t) in runs.items()}
 
 
 def _rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -88,17 +96,15 @@ def bench_model(name: str, batches: list[int], args: argparse.Namespace) -> list
     for batch in batches:
         image = torch.rand(batch, 3, size, size)
         text = edgevl.tokenize(["a photo of a small red car parked on the street"] * batch, eager.context_length)
-        ref_img = ref_txt = None
         with torch.inference_mode():
             paths = _paths(models, image, text, args)
             wanted = ["eager", *(p for p in args.paths.split(",") if p != "eager")] if args.paths else list(paths)
+            times = _time_interleaved({p: paths[p][:2] for p in wanted}, args.warmup, args.repeats)
+            ref_img, ref_txt = paths["eager"][0](), paths["eager"][1]()
             for path in wanted:
                 img_fn, txt_fn, tol = paths[path]
-                img_ms, img_out = _time(img_fn, args.warmup, args.repeats)
-                txt_ms, txt_out = _time(txt_fn, args.warmup, args.repeats)
-                if ref_img is None:
-                    ref_img, ref_txt = img_out, txt_out
-                err = max(_rel_err(img_out, ref_img), _rel_err(txt_out, ref_txt))
+                img_ms, txt_ms = times[path]
+                err = max(_rel_err(img_fn(), ref_img), _rel_err(txt_fn(), ref_txt))
                 rows.append(
                     {
                         "model": name,
