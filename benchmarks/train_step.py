@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from edgevl.data.readers.reinforced import ReinforcedSample
-from edgevl.models.factory import create_model, preprocess_cfg_for
+from edgevl.models.factory import create_model, parse_model_spec, preprocess_cfg_for, split_model_specs
 from edgevl.tokenizer import get_tokenizer
 from edgevl.train.config import TrainConfig
 from edgevl.train.distributed import DistInfo
@@ -56,8 +56,16 @@ class Batches(Dataset):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--student", default="world-student-mci", help="student model config")
-    ap.add_argument("--teachers", default="world-teacher-mci,world-teacher-vit", help="online teachers")
-    ap.add_argument("--captioner", default="lightcap-tiny", help="online captioner ('' for none)")
+    ap.add_argument(
+        "--teachers",
+        default="",
+        help="online teachers as MODEL:WEIGHTS or model folders, comma-separated (default: the shipped world teachers)",
+    )
+    ap.add_argument(
+        "--captioner",
+        default="",
+        help="online captioner as MODEL:WEIGHTS or a folder (default: the shipped world one; 'none' for no captioner)",
+    )
     ap.add_argument("--batch-size", type=int, default=32, help="samples per step")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per mode and round")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
@@ -68,14 +76,18 @@ def main() -> None:
 
     student_pp = preprocess_cfg_for(create_model(args.student))
     tokenizer = get_tokenizer(args.student)
-    teacher_models = [create_model(name) for name in args.teachers.split(",")]
+    from edgevl.world_models import pretrained_dir
+
+    specs = split_model_specs(args.teachers) or tuple(str(pretrained_dir(n)) for n in ("teacher-mci", "teacher-vit"))
+    teacher_models = [create_model(*parse_model_spec(spec, "teacher")) for spec in specs]
     norms = [_norm(preprocess_cfg_for(m)) for m in teacher_models]
     toks = [get_tokenizer(context_length=m.context_length) for m in teacher_models]
     captioner, cap_norm = None, None
-    if args.captioner:
+    captioner_spec = args.captioner or str(pretrained_dir("captioner"))
+    if captioner_spec != "none":
         from edgevl.models.lightcap.model import create_lightcap
 
-        captioner = create_lightcap(args.captioner).eval()
+        captioner = create_lightcap(*parse_model_spec(captioner_spec, "captioner")).eval()
         cap_norm = (captioner.config.image_size, tuple(captioner.config.mean), tuple(captioner.config.std))
     teachers = Teachers(teacher_models, toks, norms, (student_pp.mean, student_pp.std), None, captioner, cap_norm)
     distill = DistillConfig(teachers.dims, teachers.scales, lam=1.0)
@@ -85,7 +97,7 @@ def main() -> None:
     trainers = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("clip", "reinforced", "online-distill"):
-            cfg = TrainConfig(model=args.student, train_data="memory", mode=mode, teachers=args.teachers.split(","),
+            cfg = TrainConfig(model=args.student, train_data="memory", mode=mode, teachers=list(specs),
                               batch_size=args.batch_size, steps=10**6, warmup=10, logs=tmp, device="cpu")
             torch.manual_seed(0)
             student = create_model(args.student)
@@ -102,7 +114,7 @@ def main() -> None:
     med = {m: statistics.median(t) for m, t in times.items()}
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, batch {args.batch_size}, student {args.student}, "
-          f"teachers {args.teachers}, captioner {args.captioner or 'none'}, {len(times['clip'])} steps/mode")
+          f"teachers {', '.join(specs)}, captioner {captioner_spec}, {len(times['clip'])} steps/mode")
     print("| mode | median step (s) | vs plain |")
     print("|---|---|---|")
     for mode, value in med.items():
