@@ -7,29 +7,23 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from edgevl.data.world import HEADLINE_TASK, tasks
+from edgevl.io import atomic_write_bytes
 from edgevl.world_models.evaluate import HELDOUT_KEY, EvalSet, image_features, zero_shot_predictions
 
 RUN_LABELS = {"plain": "plain CLIP (noisy captions)", "reinforced": "reinforced (teachers + synthetic captions)"}
 RETRIEVAL_KEYS = ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5")
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _save_figure(fig: Any, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _atomic_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_curves(summary: dict[str, Any], path: Path) -> None:
@@ -183,7 +177,7 @@ def write_report(out: Path, summary: dict[str, Any], students: dict[str, Any], e
 
     captioner = create_lightcap(captioner_dir).fold_backbone()
     rows = example_rows(students, eval_set, captioner, summary["settings"]["n_examples"])
-    _atomic_bytes(out / "metrics.json", (json.dumps(summary, indent=1) + "\n").encode())
+    atomic_write_bytes(out / "metrics.json", (json.dumps(summary, indent=1) + "\n").encode())
     plot_curves(summary, out / "accuracy_vs_steps.png")
     plot_examples(rows, eval_set, out / "examples.png")
-    _atomic_bytes(out / "report.md", report_markdown(summary, rows).encode())
+    atomic_write_bytes(out / "report.md", report_markdown(summary, rows).encode())

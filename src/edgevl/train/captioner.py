@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgevl.errors import CheckpointError, ConfigError
+from edgevl.io import atomic_write_text
 from edgevl.models.lightcap.concepts import concept_loss
 from edgevl.models.lightcap.model import LightCap
 from edgevl.train.captioner_data import (
@@ -146,12 +146,6 @@ def phase_of(cfg: CaptionerTrainConfig, step: int, num_heads: int) -> Phase:
         head = max(h for h in range(num_heads) if bounds[h] <= step)
         return Phase("ensemble", step - bounds[head], bounds[head + 1] - bounds[head], head)
     return Phase("scst", step - cfg.ensemble_total, cfg.scst_steps)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def build_student(cfg: CaptionerTrainConfig, train_captions: list[str], teacher: LightCap | None,
@@ -405,12 +399,12 @@ class CaptionerTrainer:
 
     def _start_run_folder(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(self.run_dir / "params.json", json.dumps(dataclasses.asdict(self.cfg), indent=1) + "\n")
+        atomic_write_text(self.run_dir / "params.json", json.dumps(dataclasses.asdict(self.cfg), indent=1) + "\n")
         metrics = self.run_dir / "metrics.jsonl"
         if metrics.exists():  # drop what a killed run logged after its last checkpoint
             keep = [line for line in metrics.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= self.step]
-            _atomic_write_text(metrics, "".join(line + "\n" for line in keep))
+            atomic_write_text(metrics, "".join(line + "\n" for line in keep))
 
     def evaluate(self, data: CaptionData | None = None, beam: int | None = None) -> dict[str, float]:
         """CIDEr-D / BLEU-4 of decoded captions (greedy or beam) on cached data (default: the val split)."""
@@ -450,7 +444,7 @@ class CaptionerTrainer:
         self.model.eval().save_pretrained(self.run_dir / MODEL_DIR)
         result = {"steps": self.step, "train_images": len(self.train), "train_seconds": time.perf_counter() - start,
                   "last": last, "val": self.evaluate()}
-        _atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1) + "\n")
+        atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1) + "\n")
         return result
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from edgevl.errors import ConfigError
+from edgevl.io import atomic_write_text
 from edgevl.world_models.data import WorldPairs, pixel_transform
 from edgevl.world_models.evaluate import EvalSet, evaluate_world
 
@@ -43,9 +43,7 @@ EVAL_TEST, EVAL_HELDOUT = 1000, 400
 
 def atomic_json(path: Path, data: Any) -> None:
     """Write `data` as indented JSON to a temp file next to `path`, then move it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def save_half(model: torch.nn.Module, folder: Path) -> Path:
