@@ -7,6 +7,7 @@ import os
 import stat
 
 import pytest
+import torch
 
 from edgevl.io import atomic_write, atomic_write_bytes, atomic_write_text, sha256_file
 
@@ -34,6 +35,17 @@ def test_atomic_write_uses_umask_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o644
+
+
+def test_writers_that_recreate_the_file_still_get_umask_permissions(tmp_path):
+    from safetensors.torch import save_file
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "w.safetensors", lambda tmp: save_file({"a": torch.zeros(2)}, tmp))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
 
 
 def test_writer_gets_a_temporary_name_in_the_same_folder(tmp_path):

@@ -41,8 +41,10 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path
     """
     path = Path(path)
     tmp = _temp_path(path)
+    mode = tmp.stat().st_mode & 0o777  # the umask-based mode; some writers (safetensors) recreate the file as 0600
     try:
         writer(str(tmp))
+        os.chmod(tmp, mode)
         fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
