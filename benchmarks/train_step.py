@@ -6,6 +6,12 @@ reinforcement moves offline. Batches are pre-built tensors, so data loading is e
 Modes are interleaved round by round and medians reported, since the shared CPU drifts.
 
     python benchmarks/train_step.py --student world-student-mci --batch-size 32 --steps 5 --rounds 3
+
+The paper's setting (MobileCLIP-S0 student; two ViT-L/14 teachers, LightCap-RN50 standing in for the CoCa
+captioner) needs no downloads with `--random-weights`: a step costs the same FLOPs whatever the weights are.
+
+    python benchmarks/train_step.py --student MobileCLIP-S0 --teachers ViT-L-14,ViT-L-14-quickgelu \
+        --captioner lightcap-rn50 --random-weights --batch-size 8 --steps 2 --rounds 2
 """
 
 from __future__ import annotations
@@ -66,6 +72,8 @@ def main() -> None:
         default="",
         help="online captioner as MODEL:WEIGHTS or a folder (default: the shipped world one; 'none' for no captioner)",
     )
+    ap.add_argument("--random-weights", action="store_true",
+                    help="allow bare model names in --teachers/--captioner, randomly initialised (timing only)")
     ap.add_argument("--batch-size", type=int, default=32, help="samples per step")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per mode and round")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
@@ -76,10 +84,11 @@ def main() -> None:
 
     student_pp = preprocess_cfg_for(create_model(args.student))
     tokenizer = get_tokenizer(args.student)
-    from edgevl.world_models import pretrained_dir
+    from edgevl.world_models import TEACHER_NAMES, pretrained_dir
 
-    specs = split_model_specs(args.teachers) or tuple(str(pretrained_dir(n)) for n in ("teacher-mci", "teacher-vit"))
-    teacher_models = [create_model(*parse_model_spec(spec, "teacher")) for spec in specs]
+    specs = split_model_specs(args.teachers) or tuple(str(pretrained_dir(n)) for n in TEACHER_NAMES)
+    need = not args.random_weights
+    teacher_models = [create_model(*parse_model_spec(spec, "teacher", require_weights=need)) for spec in specs]
     norms = [_norm(preprocess_cfg_for(m)) for m in teacher_models]
     toks = [get_tokenizer(context_length=m.context_length) for m in teacher_models]
     captioner, cap_norm = None, None
@@ -87,7 +96,7 @@ def main() -> None:
     if captioner_spec != "none":
         from edgevl.models.lightcap.model import create_lightcap
 
-        captioner = create_lightcap(*parse_model_spec(captioner_spec, "captioner")).eval()
+        captioner = create_lightcap(*parse_model_spec(captioner_spec, "captioner", require_weights=need)).eval()
         cap_norm = (captioner.config.image_size, tuple(captioner.config.mean), tuple(captioner.config.std))
     teachers = Teachers(teacher_models, toks, norms, (student_pp.mean, student_pp.std), None, captioner, cap_norm)
     distill = DistillConfig(teachers.dims, teachers.scales, lam=1.0)
@@ -97,7 +106,9 @@ def main() -> None:
     trainers = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("clip", "reinforced", "online-distill"):
-            cfg = TrainConfig(model=args.student, train_data="memory", mode=mode, teachers=list(specs),
+            # TrainConfig only validates teacher specs (the in-memory `teachers` run); random ones have no folder
+            cfg = TrainConfig(model=args.student, train_data="memory", mode=mode,
+                              teachers=[tmp] if args.random_weights else list(specs),
                               batch_size=args.batch_size, steps=10**6, warmup=10, logs=tmp, device="cpu")
             torch.manual_seed(0)
             student = create_model(args.student)
@@ -114,7 +125,8 @@ def main() -> None:
     med = {m: statistics.median(t) for m, t in times.items()}
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, batch {args.batch_size}, student {args.student}, "
-          f"teachers {', '.join(specs)}, captioner {captioner_spec}, {len(times['clip'])} steps/mode")
+          f"teachers {', '.join(specs)}, captioner {captioner_spec}, {len(times['clip'])} steps/mode"
+          + (", random weights" if args.random_weights else ""))
     print("| mode | median step (s) | vs plain |")
     print("|---|---|---|")
     for mode, value in med.items():
