@@ -27,12 +27,14 @@ class DecodeOptions:
     seed: int = 0
 
 
-def _resolve_model(model: str | Path | LightCap, weights: str | Path | None) -> LightCap:
+def _resolve_model(model: str | Path | LightCap, weights: str | Path | None, int8: bool) -> LightCap:
+    """A given instance is used as it is (after loading `weights`); a name or folder is loaded and optimized."""
     if isinstance(model, LightCap):
         if weights is not None:
             model.load_weights(weights)
         return model.eval()
-    return create_lightcap(model, weights).fold_backbone()
+    net = create_lightcap(model, weights).optimize_for_inference()
+    return net.quantize_decoder() if int8 else net
 
 
 def _hypothesis_text(model: LightCap, hyp: Hypothesis, cut_at_period: bool) -> str:
@@ -66,12 +68,14 @@ def caption_tensor(model: LightCap, pixels: torch.Tensor, options: DecodeOptions
 
 def caption(images: ImageSource | Sequence[ImageSource], model: str | Path | LightCap = "lightcap-tiny",
             weights: str | Path | None = None, beam: int = 5, max_words: int = 20, num_samples: int = 0,
-            top_p: float = 0.9, temperature: float = 1.0, batch_size: int = 8, seed: int = 0
+            top_p: float = 0.9, temperature: float = 1.0, batch_size: int = 8, seed: int = 0, int8: bool = False
             ) -> list[str] | list[list[str]]:
     """Caption image files/bytes/PIL images with a LightCap model (preset name, model folder or instance).
 
-    Returns one caption per image, or `num_samples` nucleus samples per image when `num_samples` > 0. Bad
-    images raise `ImageLoadError` naming the file; an empty list raises `EdgevlError`.
+    Returns one caption per image, or `num_samples` nucleus samples per image when `num_samples` > 0. A model
+    given by name or folder is loaded with `LightCap.optimize_for_inference()` (and `quantize_decoder()` when
+    `int8`); an instance is used as it is. Bad images raise `ImageLoadError` naming the file; an empty list
+    raises `EdgevlError`.
     """
     if isinstance(images, (str, Path, bytes)) or not isinstance(images, Sequence):
         images = [images]
@@ -79,7 +83,7 @@ def caption(images: ImageSource | Sequence[ImageSource], model: str | Path | Lig
         raise EdgevlError("no images to caption")
     if batch_size < 1:
         raise EdgevlError(f"batch_size must be at least 1, got {batch_size}")
-    net = _resolve_model(model, weights)
+    net = _resolve_model(model, weights, int8)
     transform = ImageTransform(net.config.preprocess)
     options = DecodeOptions(beam, max_words, num_samples, top_p, temperature, seed=seed)
     out: list = []

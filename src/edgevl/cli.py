@@ -109,7 +109,7 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
                      "Trains the CLIP teachers on clean captions of a large train split with the generic\n"
                      "trainer, then the LightCap captioner; see docs/demo.md for the exact times.")
     pre.add_argument("--what", default="all",
-                     choices=("teacher-vit", "teacher-mci", "teachers", "captioner", "all"),
+                     choices=("teacher-mci", "teacher-mci-wide", "teachers", "captioner", "all"),
                      help="which models; the teachers are independent, so they can run in parallel processes")
     pre.add_argument("--out", required=True, help="output folder, one model folder per model")
     pre.add_argument("--steps", type=int, default=None, help="override the recipe's training steps of each model")
@@ -436,6 +436,8 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
     p.add_argument("--batch-size", type=int, default=8, help="images decoded together")
     p.add_argument("--profile", action="store_true", help="print parameters and MACs per component")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 dynamic quantization of the decoder (faster on CPU; captions may differ slightly)")
     p.add_argument("--json", action="store_true", help="print one JSON list of {image, caption(s)}")
     p.set_defaults(func=_run_caption)
 
@@ -457,6 +459,9 @@ def _run_caption(args: argparse.Namespace) -> int:
     if not args.images:
         raise EdgevlError("no images to caption (give image files or folders containing images)")
     paths = expand_image_paths(args.images)
+    model.optimize_for_inference()
+    if args.int8:
+        model.quantize_decoder()
     captions = caption(paths, model=model, beam=args.beam, max_words=args.max_words, num_samples=args.num_samples,
                        top_p=args.top_p, temperature=args.temperature, batch_size=args.batch_size, seed=args.seed)
     key = "captions" if args.num_samples > 0 else "caption"
@@ -754,7 +759,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the students and the reinforcement; the student "
                                                         "data uses world seed SEED+1")
     p.add_argument("--models", default=None,
-                   help="folder with teacher-vit/, teacher-mci/, captioner/ (default: the shipped world models)")
+                   help="folder with teacher-mci/, teacher-mci-wide/, captioner/ (default: the shipped world models)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy CPU)")
     p.set_defaults(func=_run_demo)
 

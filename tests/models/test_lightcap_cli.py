@@ -82,3 +82,9 @@ def test_python_api(images):
         edgevl.caption([])
     with pytest.raises(ImageLoadError, match="no such file"):
         edgevl.caption([images / "missing.png"])
+
+
+def test_cli_int8_decoder_captions(images, capsys):
+    assert main(["caption", str(images / "img1.png"), "--int8", "--beam", "1", "--max-words", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 1 and 0 < len(out[0]["caption"].split()) <= 4

@@ -274,3 +274,27 @@ def test_teacher_forced_training_then_decoding_reproduces_captions():
                                                                     "two green triangles"]
     assert caption_tensor(model, pixels, DecodeOptions(beam=3)) == ["a red circle above a blue square.",
                                                                     "two green triangles"]
+
+
+def test_optimized_backbone_gives_the_same_captions_and_int8_decoder_stays_close(pixels):
+    import copy
+
+    torch.manual_seed(0)
+    model = create_lightcap("lightcap-mci0")
+    small = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    options = DecodeOptions(beam=1, max_words=5)
+    folded = copy.deepcopy(model).fold_backbone()
+    fast = copy.deepcopy(model).optimize_for_inference()
+    with torch.inference_mode():
+        assert torch.allclose(fast.grid_features(small), folded.grid_features(small), rtol=1e-4, atol=1e-12)
+    assert caption_tensor(fast, small, options) == caption_tensor(folded, small, options)
+    quantized = copy.deepcopy(fast).quantize_decoder()
+    assert quantized.head.output is not None
+    with torch.inference_mode():
+        ref = fast.next_token_log_probs(fast.fusion.step(fast.embed_caption(torch.tensor([[5]]), 0),
+                                                         fast.start(small[:1]).cache))
+        got = quantized.next_token_log_probs(quantized.fusion.step(quantized.embed_caption(torch.tensor([[5]]), 0),
+                                                                   quantized.start(small[:1]).cache))
+    finite = torch.isfinite(ref)
+    assert torch.equal(finite, torch.isfinite(got))
+    assert torch.nn.functional.cosine_similarity(ref[finite], got[finite], dim=0) > 0.999

@@ -36,7 +36,7 @@ class Captioner:
 
         self.spec = spec
         name, weights = parse_model_spec(spec, "captioner")
-        self.model = create_lightcap(name, weights).fold_backbone().to(device).eval()
+        self.model = create_lightcap(name, weights).optimize_for_inference().to(device).eval()
         self.weights = weights or name.removeprefix(LOCAL_DIR)
         self.weights_sha256 = sha256_file(weights_file(self.weights))
         self.device, self.precision = device, precision

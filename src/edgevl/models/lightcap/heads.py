@@ -31,6 +31,16 @@ class EnsembleHead(nn.Module):
         if num_heads < 1:
             raise ValueError(f"the ensemble head needs at least one head, got {num_heads}")
         self.heads = nn.ModuleList(PredictionHead(hidden, vocab_size) for _ in range(num_heads))
+        self.output: nn.Module | None = None  # an int8 copy of the tied table, set by `quantize`
+
+    def quantize(self, word_embeddings: torch.Tensor) -> None:
+        """Use an int8 dynamic-quantized copy of the tied output table (inference). The small head transforms stay
+        float: quantizing them changed far more greedy captions of the world captioner than the table did."""
+        from edgevl.models.lightcap.quantize import quantize_linears
+
+        table = nn.Linear(word_embeddings.shape[1], word_embeddings.shape[0], bias=False)
+        table.weight = nn.Parameter(word_embeddings.detach().clone(), requires_grad=False)
+        self.output = quantize_linears(nn.Sequential(table))[0]
 
     def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         """Per-head logits [num_heads, ..., vocab] (the training loss / distillation targets use each head).
@@ -39,7 +49,8 @@ class EnsembleHead(nn.Module):
         """
         hidden = torch.stack([head(x) for head in self.heads])
         bias = torch.stack([head.bias for head in self.heads])
-        return F.linear(hidden, word_embeddings) + bias.view(len(self.heads), *([1] * (x.dim() - 1)), -1)
+        logits = self.output(hidden) if self.output is not None else F.linear(hidden, word_embeddings)
+        return logits + bias.view(len(self.heads), *([1] * (x.dim() - 1)), -1)
 
     def log_probs(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         """log of the mean of the heads' softmax distributions: [..., vocab]."""

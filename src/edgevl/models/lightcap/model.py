@@ -103,6 +103,25 @@ class LightCap(nn.Module):
         reparameterize_modules(self.backbone.eval())
         return self
 
+    def optimize_for_inference(self) -> LightCap:
+        """`fold_backbone`, then the CPU speed-ups of `edgevl.optimize_for_inference` on the backbone (conv+BN
+        folded, channels_last, 1×1 convs as GEMMs, GELU fused): for captioning, not for export or saving."""
+        from edgevl.models.optimize import optimize_modules
+
+        self.fold_backbone()
+        optimize_modules(self.backbone)
+        return self
+
+    def quantize_decoder(self) -> LightCap:
+        """int8 dynamic quantization of the fusion layers and the tied output table, in
+        place (`edgevl.models.lightcap.quantize`): decoding reads a quarter of the weight bytes per token.
+        CPU inference only; train and save the float model."""
+        from edgevl.models.lightcap.quantize import quantize_linears
+
+        quantize_linears(self.fusion.layers)
+        self.head.quantize(self.fusion.word_embeddings.weight)
+        return self
+
     # ------------------------------------------------------------------------------------- forward
     def grid_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Frozen backbone grid [B, C, H, W] (no gradient)."""
