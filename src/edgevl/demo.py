@@ -20,8 +20,7 @@ import torch
 
 from edgevl.data.world import HEADLINE_TASK
 from edgevl.errors import ConfigError
-from edgevl.train.trainer import Trainer
-from edgevl.world_models.evaluate import EvalSet, evaluate_world
+from edgevl.world_models.evaluate import CurveTrainer, EvalSet, evaluate_world
 
 STUDENT = "world-student-mci"
 RUNS = ("plain", "reinforced")
@@ -32,7 +31,7 @@ class DemoSettings:
     """Sizes of one demo run; both students use the same steps, batch, LR schedule and seed."""
 
     n_train: int = 1024
-    steps: int = 250
+    steps: int = 500
     batch_size: int = 64
     eval_every: int = 25
     n_test: int = 400
@@ -44,27 +43,13 @@ class DemoSettings:
     distill_lambda: float = 1.0
     noise: float = 0.5
     aug_scale: tuple[float, float] = (0.35, 1.0)
+    aug_ops: int = 0  # RandAugment ops per stored augmentation (DataCompDR: 2; its colour ops rewrite the labels)
     n_examples: int = 6
 
 
 FULL = DemoSettings()
-QUICK = DemoSettings(n_train=256, steps=60, batch_size=32, eval_every=15, n_test=160, n_heldout=64, num_augs=2,
-                     num_syn_captions=2, warmup=5, n_examples=4)
-
-
-class CurveTrainer(Trainer):
-    """The generic trainer, evaluated on the world tasks every `eval_every` steps (the accuracy curves)."""
-
-    def __init__(self, *args: Any, world_eval: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.world_eval = world_eval
-        self.curve: list[dict[str, float]] = []
-
-    def run_eval(self) -> dict[str, float]:
-        metrics = self.world_eval(self.model, retrieval=False)
-        self.curve.append({"step": self.step, **metrics})
-        self._log({"step": self.step, **{f"world/{k}": v for k, v in metrics.items()}})
-        return {}
+QUICK = DemoSettings(n_train=256, steps=150, batch_size=32, eval_every=50, n_test=160, n_heldout=64, num_augs=2,
+                     num_syn_captions=2, warmup=10, n_examples=4)
 
 
 def steps_to_reach(curve: list[dict[str, float]], target: float, key: str = HEADLINE_TASK) -> int | None:
@@ -102,11 +87,12 @@ def reinforce_student_data(train_tar: str, out: Path, models: dict[str, Path], s
     from edgevl.reinforce.inputs import InputShards
     from edgevl.reinforce.manifest import build_manifest, write_manifest
     from edgevl.reinforce.teachers import Teacher
+    from edgevl.world_models import TEACHER_NAMES
 
     folder = out / "data" / "reinforced"
     (folder / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    cfg = ReinforceConfig(data=train_tar, out=str(folder), teachers=(str(models["teacher-vit"]),
-                          str(models["teacher-mci"])), captioner=str(models["captioner"]),
+    cfg = ReinforceConfig(data=train_tar, out=str(folder), teachers=tuple(str(models[n]) for n in TEACHER_NAMES),
+                          captioner=str(models["captioner"]),
                           num_augs=settings.num_augs, num_syn_captions=settings.num_syn_captions,
                           dtype="fp16", seed=seed, batch_size=64, shard_size=settings.n_train, device="cpu",
                           progress=progress)
@@ -116,7 +102,7 @@ def reinforce_student_data(train_tar: str, out: Path, models: dict[str, Path], s
     teachers = [Teacher(spec, device) for spec in cfg.teachers]
     captioner = Captioner(cfg.captioner, device)
     aug = AugmentConfig(size=teachers[0].size, interpolation=teachers[0].interpolation, scale=settings.aug_scale,
-                        mean=teachers[0].mean, std=teachers[0].std)
+                        num_ops=settings.aug_ops, mean=teachers[0].mean, std=teachers[0].std)
     job = ShardJob(cfg, inputs, teachers, captioner, aug, folder)
     with tqdm(total=settings.n_train, unit="sample", desc="reinforce", disable=not progress) as bar:
         stats = [job.run(shard, bar) for shard in range(len(inputs))]

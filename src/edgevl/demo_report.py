@@ -129,7 +129,7 @@ def report_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"- **reinforced**: λ = {s['distill_lambda']} multi-modal reinforced loss on the reinforced shards of the "
         f"same images: {s['num_augs']} stored augmentations per image (random-resized crop scale "
         f"{s['aug_scale'][0]}-{s['aug_scale'][1]} + RandAugment 2 ops, magnitude 9), embeddings of the teacher "
-        f"ensemble (`teacher-vit` + `teacher-mci`, KD logit scale = each teacher's own learned scale), and "
+        f"ensemble (`teacher-mci` + `teacher-mci-wide`, KD logit scale = each teacher's own learned scale), and "
         f"{s['num_syn_captions']} synthetic captions per image from the world LightCap captioner (top-p 0.9).",
         "- Held-out: `color_shape@heldout` is the 80-way task on the 8 colour+shape pairs never seen in training.",
         "- Retrieval: each test image against its 5 clean captions (`i2t`: image finds one of its captions; "
@@ -175,7 +175,7 @@ def write_report(out: Path, summary: dict[str, Any], students: dict[str, Any], e
     """Write `metrics.json`, `report.md`, `accuracy_vs_steps.png` and `examples.png` into `out`."""
     from edgevl.models.lightcap.model import create_lightcap
 
-    captioner = create_lightcap(captioner_dir).fold_backbone()
+    captioner = create_lightcap(captioner_dir).optimize_for_inference()
     rows = example_rows(students, eval_set, captioner, summary["settings"]["n_examples"])
     atomic_write_bytes(out / "metrics.json", (json.dumps(summary, indent=1) + "\n").encode())
     plot_curves(summary, out / "accuracy_vs_steps.png")

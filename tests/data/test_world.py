@@ -110,6 +110,27 @@ def test_scene_structure() -> None:
     assert set(counts) == {1, 2, 3, 4}
 
 
+def test_max_objects_draws_simpler_scenes_and_the_default_is_unchanged() -> None:
+    for i in range(40):
+        assert generate(i, max_objects=1).labels["n_objects"] == 1
+        assert generate(i, max_objects=4).to_json() == generate(i).to_json()
+    assert max(generate(i, max_objects=2).labels["n_objects"] for i in range(40)) == 2
+    with pytest.raises(DataError, match="max_objects"):
+        generate(0, max_objects=5)
+
+
+def test_world_pairs_single_object_share() -> None:
+    from edgevl.world_models.data import WorldPairs
+
+    pairs = WorldPairs(400, lambda im: im, lambda t: [t], single_object=0.5)
+    singles = sum(pairs.world_sample(i).labels["n_objects"] == 1 for i in range(400))
+    plain = sum(generate(i).labels["n_objects"] == 1 for i in range(400))
+    assert 0.5 + 0.25 * 0.5 - 0.08 < singles / 400 < 0.5 + 0.25 * 0.5 + 0.08 and singles > plain + 100
+    assert pairs.world_sample(7).to_json() == WorldPairs(400, None, None, single_object=0.5).world_sample(7).to_json()
+    with pytest.raises(ConfigError, match="single_object"):
+        WorldPairs(4, lambda im: im, lambda t: [t], single_object=1.5)
+
+
 def _rgb(name: str) -> tuple[int, int, int]:
     from edgevl.data.world import COLORS
 

@@ -1,7 +1,8 @@
 """Small pretrained models of the procedural world, shipped as package data (safetensors).
 
-`teacher-vit` and `teacher-mci` are the CLIP teacher ensemble; `captioner` is the LightCap captioner. Each was
-made by `edgevl world pretrain` (docs/demo.md gives the recipe and its time).
+`teacher-mci` and `teacher-mci-wide` (two differently shaped MCi CLIP models) are the teacher ensemble;
+`captioner` is the LightCap captioner. Each was made by `edgevl world pretrain` (docs/demo.md gives the recipe
+and its time).
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from pathlib import Path
 from edgevl.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parent
-TEACHER_NAMES = ("teacher-vit", "teacher-mci")
+TEACHER_NAMES = ("teacher-mci", "teacher-mci-wide")
 NAMES = (*TEACHER_NAMES, "captioner")
 
 
 def pretrained_dir(name: str) -> Path:
-    """Folder of a shipped world model ('teacher-vit', 'teacher-mci' or 'captioner')."""
+    """Folder of a shipped world model ('teacher-mci', 'teacher-mci-wide' or 'captioner')."""
     if name not in NAMES:
         raise CheckpointError(f"unknown world model {name!r}; shipped: {', '.join(NAMES)}")
     folder = ROOT / name
@@ -38,4 +39,4 @@ def load_captioner(folder: str | Path | None = None):
     from edgevl.models.lightcap.model import create_lightcap
 
     path = Path(folder) / "captioner" if folder is not None else pretrained_dir("captioner")
-    return create_lightcap(path).fold_backbone()
+    return create_lightcap(path).optimize_for_inference()

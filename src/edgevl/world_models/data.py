@@ -16,6 +16,8 @@ from torch.utils.data import Dataset
 from edgevl.data.readers.base import Sample
 from edgevl.data.transforms import normalize, to_tensor
 from edgevl.data.world import WorldSample, generate
+from edgevl.data.world.scene import sample_rng
+from edgevl.data.world.vocab import MAX_OBJECTS
 from edgevl.errors import ConfigError
 
 CAPTION_KINDS = ("clean", "noisy")
@@ -36,23 +38,30 @@ class WorldPairs(Dataset):
 
     `caption="clean"` draws one of the five clean captions at random each time a sample is read (the global
     `random` stream, which the trainer seeds); `"noisy"` always gives the web-style caption.
+    `single_object` is the fraction of samples (fixed per index) drawn as one-object scenes: in a batch of
+    multi-object scenes the set of colours alone tells captions apart, so a contrastive model learns shapes
+    only when some negatives differ by shape alone.
     """
 
     def __init__(self, n: int, transform: Callable[[Image.Image], torch.Tensor], tokenizer: Tokenizer, *,
                  split: str = "train", seed: int = 0, size: int = 64, noise: float = 0.5,
-                 caption: str = "clean") -> None:
+                 caption: str = "clean", single_object: float = 0.0) -> None:
         if caption not in CAPTION_KINDS:
             raise ConfigError(f"caption kind must be one of {CAPTION_KINDS}, got {caption!r}")
         if n < 1:
             raise ConfigError(f"a world dataset needs at least one sample, got n={n}")
+        if not 0.0 <= single_object <= 1.0:
+            raise ConfigError(f"single_object must be a fraction in [0, 1], got {single_object}")
         self.n, self.transform, self.tokenizer = n, transform, tokenizer
         self.split, self.seed, self.size, self.noise, self.caption = split, seed, size, noise, caption
+        self.single_object = single_object
 
     def __len__(self) -> int:
         return self.n
 
     def world_sample(self, index: int) -> WorldSample:
-        return generate(index, self.split, self.seed, self.size, self.noise)
+        simple = sample_rng(self.seed, self.split, index, "curriculum").random() < self.single_object
+        return generate(index, self.split, self.seed, self.size, self.noise, max_objects=1 if simple else MAX_OBJECTS)
 
     def __getitem__(self, index: int) -> Sample:
         s = self.world_sample(index)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
@@ -16,6 +17,7 @@ from torch import nn
 from edgevl.data.world import HEADLINE_TASK, WorldSample, samples, tasks
 from edgevl.eval.retrieval import retrieval_metrics
 from edgevl.eval.zeroshot import build_zero_shot_classifier
+from edgevl.train.trainer import Trainer
 
 HELDOUT_KEY = f"{HEADLINE_TASK}@heldout"
 
@@ -87,3 +89,18 @@ def evaluate_world(model: nn.Module, tokenizer: Callable, transform: Callable[[I
             metrics[f"t2i_R@{k}"] = r[f"image_retrieval_recall@{k}"]
     model.train(was_training)
     return metrics
+
+
+class CurveTrainer(Trainer):
+    """The generic trainer, evaluated on the world tasks every `eval_every` steps (the accuracy curves)."""
+
+    def __init__(self, *args: Any, world_eval: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.world_eval = world_eval
+        self.curve: list[dict[str, float]] = []
+
+    def run_eval(self) -> dict[str, float]:
+        metrics = self.world_eval(self.model, retrieval=False)
+        self.curve.append({"step": self.step, **metrics})
+        self._log({"step": self.step, **{f"world/{k}": v for k, v in metrics.items()}})
+        return {}

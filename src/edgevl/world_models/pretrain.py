@@ -18,7 +18,7 @@ import torch
 from edgevl.errors import ConfigError
 from edgevl.io import atomic_write_text
 from edgevl.world_models.data import WorldPairs, pixel_transform
-from edgevl.world_models.evaluate import EvalSet, evaluate_world
+from edgevl.world_models.evaluate import CurveTrainer, EvalSet, evaluate_world
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,13 @@ class TeacherRecipe:
     lr: float = 2e-3
     warmup: int = 50
     wd: float = 0.1
+    single_object: float = 0.5  # share of one-object scenes (see WorldPairs): without them shape is not learned
+    eval_every: int = 250
 
 
 TEACHERS = {
-    "teacher-vit": TeacherRecipe("world-teacher-vit", steps=450),
-    "teacher-mci": TeacherRecipe("world-teacher-mci", steps=300),
+    "teacher-mci": TeacherRecipe("world-teacher-mci", steps=1500),
+    "teacher-mci-wide": TeacherRecipe("world-teacher-mci-wide", steps=1500),
 }
 TRAIN_SAMPLES = 200_000  # the "large clean split": more samples than the longest run reads
 EVAL_TEST, EVAL_HELDOUT = 1000, 400
@@ -56,11 +58,12 @@ def save_half(model: torch.nn.Module, folder: Path) -> Path:
 
 def pretrain_teacher(name: str, out: str | Path, *, steps: int | None = None, seed: int = 0,
                      eval_data: EvalSet | None = None) -> dict[str, Any]:
-    """Train teacher `name` of `TEACHERS` in clip mode on clean captions; write `out/<name>/` and its metrics."""
+    """Train teacher `name` of `TEACHERS` in clip mode on clean captions; write `out/<name>/` with its metrics
+    and the world-task curve (evaluated every `recipe.eval_every` steps)."""
     from edgevl.models.factory import create_model, preprocess_cfg_for
     from edgevl.tokenizer import get_tokenizer
     from edgevl.train.config import TrainConfig
-    from edgevl.train.trainer import Trainer, seed_everything
+    from edgevl.train.trainer import seed_everything
 
     if name not in TEACHERS:
         raise ConfigError(f"unknown world teacher {name!r}; choose from {', '.join(TEACHERS)}")
@@ -69,19 +72,27 @@ def pretrain_teacher(name: str, out: str | Path, *, steps: int | None = None, se
     cfg = TrainConfig(model=recipe.model, train_data="world:train?caption=clean", mode="clip",
                       name=name, logs=str(out / "runs"), steps=steps or recipe.steps,
                       batch_size=recipe.batch_size, lr=recipe.lr, warmup=recipe.warmup, wd=recipe.wd,
-                      log_every=50, seed=seed, device="cpu")
+                      log_every=50, eval_every=recipe.eval_every, seed=seed, device="cpu")
     seed_everything(seed)
     model = create_model(recipe.model)
     pp = preprocess_cfg_for(model)
     tokenizer = get_tokenizer(context_length=model.context_length)
     transform = pixel_transform(pp.mean, pp.std)
-    data = WorldPairs(TRAIN_SAMPLES, transform, tokenizer, seed=seed, size=pp.size, caption="clean")
+    data = WorldPairs(TRAIN_SAMPLES, transform, tokenizer, seed=seed, size=pp.size, caption="clean",
+                      single_object=recipe.single_object)
+    eval_data = eval_data or EvalSet.make(EVAL_TEST, EVAL_HELDOUT)
+
+    def world_eval(m: torch.nn.Module, retrieval: bool = False) -> dict[str, float]:
+        return evaluate_world(m, tokenizer, transform, eval_data, retrieval=retrieval)
+
+    trainer = CurveTrainer(cfg, model, data, tokenizer=tokenizer, world_eval=world_eval)
     start = time.perf_counter()
-    Trainer(cfg, model, data, tokenizer=tokenizer).fit()
-    seconds = time.perf_counter() - start
-    metrics = evaluate_world(model, tokenizer, transform, eval_data or EvalSet.make(EVAL_TEST, EVAL_HELDOUT))
+    trainer.fit()
+    seconds = time.perf_counter() - start  # includes the periodic evaluations
+    metrics = world_eval(model, retrieval=True)
     folder = save_half(model.eval(), out / name)
     record = {"name": name, "recipe": recipe.__dict__, "steps": cfg.steps, "seed": seed,
-              "train_seconds": round(seconds, 1), "metrics": metrics}
+              "train_seconds": round(seconds, 1), "metrics": metrics,
+              "curve": trainer.curve}
     atomic_json(folder / "pretrain.json", record)
     return record

@@ -14,6 +14,7 @@ from PIL import Image
 
 from edgevl.data.world.captions import clean_captions, noisy_caption
 from edgevl.data.world.scene import check_split, render, sample_labels, sample_rng
+from edgevl.data.world.vocab import MAX_OBJECTS
 from edgevl.errors import DataError
 
 DEFAULT_SIZE = 64
@@ -71,13 +72,16 @@ def check_params(split: str, seed: int, size: int, noise: float) -> None:
 
 
 def generate(
-    index: int, split: str = "train", seed: int = 0, size: int = DEFAULT_SIZE, noise: float = DEFAULT_NOISE
+    index: int, split: str = "train", seed: int = 0, size: int = DEFAULT_SIZE, noise: float = DEFAULT_NOISE,
+    *, max_objects: int = MAX_OBJECTS,
 ) -> WorldSample:
-    """Sample `index` of the (split, seed) world at `size` x `size` with caption noise level `noise`."""
+    """Sample `index` of the (split, seed) world at `size` x `size` with caption noise level `noise`.
+
+    `max_objects` < 4 draws simpler scenes (a training curriculum; the standard splits use the default)."""
     check_params(split, seed, size, noise)
     if index < 0:
         raise DataError(f"world sample index must be >= 0, got {index}")
-    labels = sample_labels(sample_rng(seed, split, index, "scene"), split, size)
+    labels = sample_labels(sample_rng(seed, split, index, "scene"), split, size, max_objects)
     captions = clean_captions(labels, sample_rng(seed, split, index, "captions"))
     noisy, outcome = noisy_caption(
         labels, sample_rng(seed, split, index, "noisy"), noise, allow_heldout=split == "heldout"

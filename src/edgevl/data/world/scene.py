@@ -98,9 +98,11 @@ def _place(
     return box
 
 
-def sample_labels(rng: random.Random, split: str, size: int) -> Labels:
-    """Draw one scene: 1-4 objects in distinct 3x3 cells, primary first and strictly largest."""
-    n = rng.randint(1, MAX_OBJECTS)
+def sample_labels(rng: random.Random, split: str, size: int, max_objects: int = MAX_OBJECTS) -> Labels:
+    """Draw one scene: 1-`max_objects` objects in distinct 3x3 cells, primary first and strictly largest."""
+    if not 1 <= max_objects <= MAX_OBJECTS:
+        raise DataError(f"max_objects must be in [1, {MAX_OBJECTS}], got {max_objects}")
+    n = rng.randint(1, max_objects)
     cells = rng.sample(sorted(POSITIONS), n)
     primary_combo = rng.choice(_HELDOUT_SORTED if split == "heldout" else _ALLOWED_COMBOS)
     primary_size = rng.randrange(len(SIZE_NAMES)) if n == 1 else rng.randrange(1, len(SIZE_NAMES))
