@@ -16,6 +16,7 @@ from edgevl.errors import ConfigError
 from edgevl.models.blocks import (
     AttentionBlock,
     ConvMlp,
+    ConvNorm,
     LayerNorm2d,
     MobileOneBlock,
     PatchEmbed,
@@ -214,3 +215,27 @@ def _tiny_mci(five_stage: bool) -> MCi:
 def test_tiny_trunk_folds(five_stage):
     folded = assert_folds_equivalently(_tiny_mci(five_stage), torch.rand(2, 3, 72, 56))
     assert not any(".conv_kxk." in k or ".identity." in k or "large_conv" in k for k in _leaf_keys(folded))
+
+
+@pytest.mark.parametrize("in_chs", [3, 64])
+def test_strided_pointwise_convnorm_matches_strided_conv(in_chs):
+    # ConvNorm subsamples then convolves densely for strided 1×1 kernels (a channels-last workaround)
+    branch = randomize(ConvNorm(in_chs, 16, 1, stride=2).double()).eval()
+    x = torch.randn(2, in_chs, 9, 10, dtype=torch.float64)
+    with torch.no_grad():
+        expected = branch.bn(nn.functional.conv2d(x, branch.conv.weight, stride=2))
+        torch.testing.assert_close(branch(x), expected, atol=1e-12, rtol=1e-12)
+
+
+def test_channels_last_training_gradients_match_nchw():
+    # the trainer runs models channels-last; the stem's strided 1×1 branch on 3 channels used to abort the process
+    torch.manual_seed(0)
+    block = nn.Sequential(MobileOneBlock(3, 8, 3, stride=2), RepMixerBlock(8, kernel_size=3)).train()
+    x = torch.randn(4, 3, 64, 64)  # the size matters: smaller inputs did not trigger the abort
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        model = copy.deepcopy(block).to(memory_format=fmt)
+        model(x.contiguous(memory_format=fmt)).square().sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads):  # float32 sums over 16k positions: compare relative to the gradient's scale
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max()

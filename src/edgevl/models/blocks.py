@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgevl.errors import ConfigError
+from edgevl.models.precision import grouped_conv, sdpa
 
 
 def _require_eval(module: nn.Module) -> None:
@@ -65,7 +66,13 @@ class ConvNorm(nn.Module):
         self.bn = nn.BatchNorm2d(out_chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+        conv = self.conv
+        if conv.kernel_size == (1, 1) and conv.stride != (1, 1):
+            # same result as the strided 1×1 conv; PyTorch 2.13's channels_last backward of that conv corrupts
+            # the heap when it has few input channels (MobileOne stems), so subsample first and convolve densely
+            sh, sw = conv.stride
+            return self.bn(F.conv2d(x[:, :, ::sh, ::sw], conv.weight, conv.bias, groups=conv.groups))
+        return self.bn(grouped_conv(conv, x))
 
     def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight, bias) of the single conv equivalent to this pair in eval mode."""
@@ -229,7 +236,7 @@ class RepConditionalPosEnc(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reparam_conv is not None:
             return self.reparam_conv(x)
-        return self.pos_enc(x) + x
+        return grouped_conv(self.pos_enc, x) + x
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -315,7 +322,7 @@ class Attention(nn.Module):
         tokens = x.flatten(2).transpose(1, 2)
         qkv = self.qkv(tokens).reshape(b, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
+        out = sdpa(q, k, v).transpose(1, 2).reshape(b, h * w, c)
         return self.proj(out).transpose(1, 2).reshape(b, c, h, w)
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from edgevl.models.blocks import AttentionBlock, ConvNorm, RepMixerBlock, folded_conv
 from edgevl.models.factory import reparameterize
-from edgevl.models.text import TextRepMixerBlock
+from edgevl.models.text import TextRepMixerBlock, trim_causal_padding
 from edgevl.models.transformer import ResidualAttentionBlock
 
 
@@ -189,9 +189,7 @@ def fuse_feed_forward(model: nn.Module) -> int:
 def optimize_modules(module: nn.Module, channels_last: bool = True, fuse: bool = True) -> nn.Module:
     """In place, on an already reparameterized module: the steps of `optimize_for_inference` after the fold."""
     fold_conv_norms(module)
-    for child in module.modules():
-        if hasattr(child, "trim_causal_padding"):
-            child.trim_causal_padding = True
+    trim_causal_padding(module)
     if fuse and _fusion_available():
         fuse_feed_forward(module)
     if channels_last:

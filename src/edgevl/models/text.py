@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgevl.errors import CheckpointError, ConfigError, DataError
+from edgevl.models.precision import grouped_conv
 from edgevl.models.transformer import LayerNorm, Transformer
 
 POS_EMBED_MODES = ("slice", "interpolate")
@@ -47,6 +48,9 @@ class ConvBn(nn.Sequential):
         super().__init__()
         self.conv = nn.Conv2d(dim, dim, (1, kernel), padding=(0, kernel // 2), groups=dim, bias=False)
         self.bn = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(grouped_conv(self.conv, x))
 
 
 class BnSkipBranches(nn.Module):
@@ -227,6 +231,15 @@ class TextTransformer(nn.Module):
         x = self.ln_final(self.transformer(x, is_causal=self.causal))
         pooled = x[torch.arange(x.shape[0], device=x.device), eot]
         return pooled @ self.text_projection
+
+
+def trim_causal_padding(model: nn.Module) -> nn.Module:
+    """Let every causal text tower in `model` drop the padding after the last end token (same outputs and
+    gradients, 77 -> ~15 positions for typical captions); in place, returns `model`."""
+    for module in model.modules():
+        if isinstance(module, TextTransformer):
+            module.trim_causal_padding = True
+    return model
 
 
 # (v1 name, edgevl name); a name ending in "." is a prefix, otherwise the whole key

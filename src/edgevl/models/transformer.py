@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from edgevl.models.precision import sdpa
+
 
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 and cast back, so fp16/bf16 towers keep fp32 statistics."""
@@ -60,7 +62,7 @@ class Attention(nn.Module):
         b, n, d = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+        out = sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 

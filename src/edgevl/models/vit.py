@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgevl.errors import CheckpointError, ConfigError
+from edgevl.models.precision import sdpa
 from edgevl.models.transformer import LayerNorm, Transformer, activation
 
 POS_EMBED_RESIZE_MODES = ("fixed", "flat_bilinear", "grid_bicubic")
@@ -107,7 +108,7 @@ class TimmAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
+        return self.proj(sdpa(q, k, v).transpose(1, 2).reshape(b, n, d))
 
 
 class Mlp(nn.Module):

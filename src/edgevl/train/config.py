@@ -38,6 +38,7 @@ class TrainConfig:
     precision: str = "fp32"
     ema: float | None = None
     grad_checkpointing: bool = False
+    channels_last: bool = True
     lock_image: bool = False
     lock_image_unlocked_groups: int = 0
     lock_text: bool = False

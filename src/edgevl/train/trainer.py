@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from edgevl.errors import CheckpointError, EdgevlError
 from edgevl.io import atomic_write_text
+from edgevl.models.text import trim_causal_padding
 from edgevl.train.checkpoint import (
     load_training_checkpoint,
     resolve_resume,
@@ -103,7 +104,7 @@ class Teachers:
         captioner: Any = None,
         captioner_norm: tuple[int, Sequence[float], Sequence[float]] | None = None,
     ) -> None:
-        self.models = [m.eval().requires_grad_(False) for m in models]
+        self.models = [trim_causal_padding(m.eval().requires_grad_(False)) for m in models]
         self.tokenizers, self.norms, self.student_norm = list(tokenizers), list(norms), student_norm
         self.captioner, self.captioner_norm = captioner, captioner_norm
         dims = tuple(int(m.encode_text(tokenizers[i]("a")).shape[-1]) for i, m in enumerate(self.models))
@@ -167,17 +168,23 @@ class Trainer:
         self.distill = distill
         self.run_dir = cfg.run_dir
         self.model = model.to(self.device)
+        if cfg.channels_last:
+            # oneDNN's channels-last depthwise-conv backward is 2-6x faster than the NCHW kernels on CPU
+            model.to(memory_format=torch.channels_last)
         if cfg.lock_image:
             model.lock_image_tower(unlocked_groups=cfg.lock_image_unlocked_groups)
         if cfg.lock_text:
             model.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked_layers)
         if cfg.grad_checkpointing:
             model.set_grad_checkpointing(True)
+        trim_causal_padding(model)  # exact: the loss never sees positions after a caption's end token
         model.train()
         self.groups = param_groups(model, cfg.wd, cfg.pretrained_lr_scale if cfg.pretrained else 1.0)
         if not self.groups:
             raise EdgevlError("no trainable parameters: both towers are locked")
-        self.optimizer = torch.optim.AdamW(self.groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        # the fused kernel updates each parameter in one pass instead of a dozen elementwise ops
+        self.optimizer = torch.optim.AdamW(self.groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                           fused=self.device.type in ("cpu", "cuda"))
         self.ema = ModelEMA(model, cfg.ema) if cfg.ema else None
         self.ddp: nn.Module = model
         if self.info.distributed:
@@ -199,6 +206,8 @@ class Trainer:
     def forward_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The loss (and its parts) of one micro-batch for the configured mode."""
         image = batch["image"].to(self.device, non_blocking=True)
+        if self.cfg.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
         tokens = batch["tokens"].to(self.device, non_blocking=True)
         n = tokens.shape[0]
         with self._autocast():
