@@ -620,10 +620,11 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         "convert CLIP weights between layouts (v1 .pt, open_clip, edgevl folder), optionally folded",
     )
     p.add_argument("src", help="weights file (.pt/.pth/.bin/.safetensors) or checkpoint folder, any layout")
-    p.add_argument("dst", help="output folder (--to edgevl) or .safetensors file (--to open_clip)")
+    p.add_argument("dst", help="output folder (--to edgevl), .safetensors file (--to open_clip) or .pt file (--to v1)")
     p.add_argument("--model", required=True, help="registered model config name, e.g. MobileCLIP-S0")
     p.add_argument(
-        "--to", choices=("edgevl", "open_clip"), default="edgevl", help="layout of the converted weights"
+        "--to", choices=("edgevl", "open_clip", "v1"), default="edgevl",
+        help="layout of the converted weights (v1: the official mobileclip_*.pt layout, MobileCLIP models only)"
     )
     p.add_argument("--reparameterize", action="store_true", help="fold re-parameterizable branches first")
     p.set_defaults(func=_run_convert)

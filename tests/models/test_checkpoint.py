@@ -166,3 +166,34 @@ def test_cli_convert_v1_to_folder_and_open_clip(tmp_path, capsys):
             assert (model.encode_image(io["input.image_b"]) - io["train.image_emb_b"]).abs().max() <= 1e-5
     assert main(["convert", str(tmp_path / "nope.pt"), str(tmp_path / "x"), "--model", name]) == 2
     assert "nope.pt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fixture", ["mobileclip_s0_tiny", "mobileclip_b_tiny"])
+@pytest.mark.parametrize("kind", ["train", "reparam"])
+def test_cli_convert_to_v1_gives_back_the_official_state_dict(tmp_path, fixture, kind):
+    # v1 -> edgevl -> v1 must reproduce every official key and tensor exactly, and the .pt loads again
+    from edgevl.cli import main
+
+    name = register(fixture, tmp_path)
+    src = fixture_path(fixture, kind)
+    args = ["--reparameterize"] if kind == "reparam" else []
+    assert main(["convert", str(src), str(tmp_path / "v1.pt"), "--model", name, "--to", "v1", *args]) == 0
+    original, converted = load_file(str(src)), torch.load(tmp_path / "v1.pt", weights_only=True)
+    assert sorted(converted) == sorted(original)
+    assert [k for k in original if not torch.equal(converted[k], original[k])] == []
+    io = io_tensors(fixture)
+    model = edgevl.create_model(name, pretrained=tmp_path / "v1.pt")
+    with torch.no_grad():
+        assert (model.encode_image(io["input.image_b"]) - io[f"{kind}.image_emb_b"]).abs().max() <= 1e-5
+
+
+def test_convert_to_v1_rejects_non_mobileclip_models_and_bad_suffixes(tmp_path):
+    from edgevl.errors import ConfigError
+    from edgevl.models.checkpoint import to_v1_layout
+    from edgevl.models.factory import convert_checkpoint
+
+    with pytest.raises(ConfigError, match="v1 layout"):
+        to_v1_layout(edgevl.create_model("ViT-B-32", device="meta"))
+    name = register("mobileclip_s0_tiny", tmp_path)
+    with pytest.raises(ConfigError, match=r"\.pt file"):
+        convert_checkpoint(fixture_path("mobileclip_s0_tiny", "train"), tmp_path / "v1.bin", name, to="v1")

@@ -10,7 +10,7 @@ from clip_fixture_models import key_listing
 
 import edgevl
 from edgevl.errors import ConfigError
-from edgevl.models.checkpoint import to_edgevl_layout
+from edgevl.models.checkpoint import to_edgevl_layout, to_v1_layout
 
 # config name -> (reference listing stem, layout of that listing)
 LISTINGS = {
@@ -53,6 +53,14 @@ def test_full_size_keys_and_shapes_match_reference_listing(fixtures_dir, name, s
     assert sorted(set(ours) - set(reference))[:5] == []
     assert sorted(set(reference) - set(ours))[:5] == []
     assert {k: s for k, s in ours.items() if reference[k] != s} == {}
+
+
+@pytest.mark.parametrize("name,stem,kind", [c.values[:2] + c.values[3:] for c in CASES if c.values[2] == "v1"])
+def test_v1_export_names_match_the_official_listing(fixtures_dir, name, stem, kind):
+    reference = key_listing(f"{stem}.{kind}.txt")
+    model = _meta_model(name, kind == "reparam")
+    ours = {k: tuple(v.shape) for k, v in to_v1_layout(model).items()}
+    assert ours == {k: tuple(shape) for k, shape in reference.items()}
 
 
 def _count(module: torch.nn.Module) -> int:

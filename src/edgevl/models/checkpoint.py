@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgevl.errors import CheckpointError
+from edgevl.errors import CheckpointError, ConfigError
 from edgevl.io import atomic_write, atomic_write_text
 
 CONFIG_NAME = "open_clip_config.json"
@@ -173,6 +173,32 @@ def to_open_clip_layout(state_dict: Mapping[str, torch.Tensor], custom_text: boo
     if custom_text:
         return dict(state_dict)
     return {(k[len("text.") :] if k.startswith("text.") else k): v for k, v in state_dict.items()}
+
+
+def to_v1_layout(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A MobileCLIP model's weights in the official v1 `mobileclip_*.pt` layout (inverse of the v1 loader):
+    `image_encoder.model.*` (MCi or MobileCLIP-B ViT trunk), `text_encoder.*`, `logit_scale`."""
+    from edgevl.models.mci import MCi
+    from edgevl.models.mci import to_v1_state_dict as mci_to_v1
+    from edgevl.models.text import to_v1_state_dict as text_to_v1
+    from edgevl.models.vit import TimmViT
+    from edgevl.models.vit import to_v1_state_dict as vit_to_v1
+
+    trunk = getattr(model.visual, "trunk", None)
+    if not isinstance(trunk, (MCi, TimmViT)):
+        raise ConfigError(f"only MobileCLIP models (MCi or MobileCLIP-B trunks) have a v1 layout, not "
+                          f"{type(trunk or model.visual).__name__}")
+    sd = model.state_dict()
+    image = {k[len("visual.trunk.") :]: v for k, v in sd.items() if k.startswith("visual.trunk.")}
+    text = {k[len("text.") :]: v for k, v in sd.items() if k.startswith("text.")}
+    rest = [k for k in sd if not k.startswith(("visual.trunk.", "text.")) and k != "logit_scale"]
+    if rest:
+        raise ConfigError(f"keys without a v1 name: {', '.join(rest[:5])}")
+    image_v1 = mci_to_v1(trunk, image) if isinstance(trunk, MCi) else vit_to_v1(image)
+    out = {"logit_scale": sd["logit_scale"]}
+    out.update({f"image_encoder.model.{k}": v for k, v in image_v1.items()})
+    out.update({f"text_encoder.{k}": v for k, v in text_to_v1(text).items()})
+    return out
 
 
 # --------------------------------------------------------------------------------------------- loading

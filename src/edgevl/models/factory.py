@@ -15,6 +15,7 @@ from torch import nn
 from edgevl.data.augment import AugmentConfig, TrainTransform
 from edgevl.data.transforms import ImageTransform, PreprocessCfg
 from edgevl.errors import CheckpointError, ConfigError
+from edgevl.io import atomic_write
 from edgevl.models.checkpoint import (
     is_reparameterized,
     load_checkpoint,
@@ -264,9 +265,10 @@ def create_model_from_pretrained(
 def convert_checkpoint(
     src: str | Path, dst: str | Path, model_name: str, to: str = "edgevl", reparameterize: bool = False
 ) -> Path:
-    """Convert weights in any known layout to an edgevl folder (`to="edgevl"`) or an open_clip-layout
-    `.safetensors` file (`to="open_clip"`), optionally folded. The weights are loaded strictly first."""
-    from edgevl.models.checkpoint import save_pretrained, save_state_dict, to_open_clip_layout
+    """Convert weights in any known layout to an edgevl folder (`to="edgevl"`), an open_clip-layout
+    `.safetensors` file (`to="open_clip"`) or an official v1 `.pt` state dict (`to="v1"`, MobileCLIP models),
+    optionally folded. The weights are loaded strictly first."""
+    from edgevl.models.checkpoint import save_pretrained, save_state_dict, to_open_clip_layout, to_v1_layout
 
     model = create_model(model_name, pretrained=src, reparameterize=reparameterize)
     if to == "edgevl":
@@ -277,4 +279,12 @@ def convert_checkpoint(
             raise ConfigError(f"open_clip output {str(dst)!r} must be a .safetensors file")
         custom_text = bool(model.model_cfg.get("custom_text", False))
         return save_state_dict(to_open_clip_layout(model.state_dict(), custom_text), dst)
-    raise ConfigError(f"unknown target layout {to!r} (expected 'edgevl' or 'open_clip')")
+    if to == "v1":
+        dst = Path(dst)
+        if dst.suffix != ".pt":
+            raise ConfigError(f"v1 output {str(dst)!r} must be a .pt file, like the official mobileclip_*.pt")
+        state = {k: v.detach().cpu().contiguous() for k, v in to_v1_layout(model).items()}
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(dst, lambda tmp: torch.save(state, tmp))
+        return dst
+    raise ConfigError(f"unknown target layout {to!r} (expected 'edgevl', 'open_clip' or 'v1')")

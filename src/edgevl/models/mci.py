@@ -19,6 +19,7 @@ from edgevl.models.blocks import (
     ClassifierHead,
     MobileOneBlock,
     PatchEmbed,
+    ReparamLargeKernelConv,
     RepConditionalPosEnc,
     RepMixerBlock,
 )
@@ -286,4 +287,55 @@ def convert_v1_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
         if m:
             key = f"{places[int(m.group(1))]}.{m.group(2)}"
         out[_rename_v1_path(key)] = value
+    return out
+
+
+_V1_SEGMENTS_BACK = {new: old for old, new in _V1_SEGMENTS.items() if old != "lkb_reparam"}
+_V1_SE_BACK = {new: old for old, new in _V1_SE.items()}
+
+
+def _v1_path(path: str, large_kernel: set[str]) -> str:
+    """Inverse of `_rename_v1_path`; `large_kernel` holds the paths of `ReparamLargeKernelConv` modules: v1 calls
+    their folded conv `lkb_reparam` (other folded convs keep `reparam_conv`) and their SE layers `fc1`/`fc2`
+    (MobileOne blocks' SE layers are `reduce`/`expand`)."""
+    parts = path.split(".")
+    if len(parts) > 1 and parts[-1] == "gamma" and parts[-2] in _LAYER_SCALES:
+        parts = parts[:-1]
+    out = []
+    for i, part in enumerate(parts):
+        if part == "reparam_conv" and ".".join(parts[:i]) in large_kernel:
+            out.append("lkb_reparam")
+        elif i > 0 and parts[i - 1] == "se" and part in _V1_SE_BACK and ".".join(parts[: i - 1]) not in large_kernel:
+            out.append(_V1_SE_BACK[part])
+        else:
+            out.append(_V1_SEGMENTS_BACK.get(part, part))
+    return ".".join(out)
+
+
+def to_v1_state_dict(trunk: MCi, sd: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Inverse of `convert_v1_state_dict`: `trunk`'s state dict (or `sd` in its layout) in the official v1 names,
+    without the `image_encoder.model.` prefix. Stages flatten back to `network.{n}` (downsample, pos_emb, blocks
+    in order) and `head.fc` becomes the bias-free `head.proj` (in, out)."""
+    sd = trunk.state_dict() if sd is None else sd
+    large_kernel = {name for name, m in trunk.named_modules() if isinstance(m, ReparamLargeKernelConv)}
+    network: dict[str, str] = {}
+    for s, stage in enumerate(trunk.stages):
+        parts = [p for p in ("downsample", "pos_emb") if not isinstance(getattr(stage, p), nn.Identity)]
+        for part in [*parts, "blocks"]:
+            network[f"stages.{s}.{part}."] = f"network.{len(network)}."
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key == "head.fc.weight":
+            out["head.proj"] = value.t().contiguous()
+            continue
+        if key == "head.fc.bias":
+            if value.device.type != "meta" and bool(value.any()):
+                raise CheckpointError("the v1 layout has no projection bias, but head.fc.bias is not zero")
+            continue
+        new = _v1_path(key, large_kernel)
+        for prefix, flat in network.items():
+            if new.startswith(prefix):
+                new = flat + new[len(prefix) :]
+                break
+        out[new] = value
     return out

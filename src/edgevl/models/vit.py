@@ -339,3 +339,37 @@ def convert_v1_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
         else:
             out[_convert_v1_key(key)] = value
     return out
+
+
+def _to_v1_key(key: str) -> str:
+    if key.startswith("patch_embed.backbone."):
+        parts = key[len("patch_embed.backbone.") :].split(".")
+        back = {"conv": "block.conv", "bn": "block.norm"}
+        return "patch_emb." + ".".join(back.get(p, p) for p in parts)
+    if key.startswith("blocks."):
+        key = "transformer." + key[len("blocks.") :]
+        for old, new in _V1_VIT_RENAMES:
+            key = key.replace(new, old)
+        return key
+    if key.startswith("norm."):
+        return "post_transformer_norm." + key[len("norm.") :]
+    if key == "cls_token":
+        return key
+    raise CheckpointError(f"key {key!r} has no v1 MobileCLIP-B name")
+
+
+def to_v1_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of `convert_v1_state_dict`: `TimmViT` keys to the v1 MobileCLIP-B image-encoder names (without
+    the `image_encoder.model.` prefix); the head must have a zero bias, which v1 does not store."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key == "head.weight":
+            out["classifier.proj"] = value.t().contiguous()
+        elif key == "head.bias":
+            if value.device.type != "meta" and bool(value.any()):
+                raise CheckpointError("the v1 layout has no projection bias, but head.bias is not zero")
+        elif key == "pos_embed":
+            out["pos_embed.pos_embed.pos_embed"] = value.reshape(1, 1, *value.shape[-2:])
+        else:
+            out[_to_v1_key(key)] = value
+    return out
