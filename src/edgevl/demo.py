@@ -31,7 +31,7 @@ class DemoSettings:
     """Sizes of one demo run; both students use the same steps, batch, LR schedule and seed."""
 
     n_train: int = 1024
-    steps: int = 500
+    steps: int = 750
     batch_size: int = 64
     eval_every: int = 25
     n_test: int = 400

@@ -100,6 +100,10 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
+def _randaugment(ops: int) -> str:
+    return f" + RandAugment {ops} ops, magnitude 9" if ops else ", no RandAugment"
+
+
 def _pct(v: float) -> str:
     return f"{100 * v:.1f}"
 
@@ -128,7 +132,7 @@ def report_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "0.9-1).",
         f"- **reinforced**: λ = {s['distill_lambda']} multi-modal reinforced loss on the reinforced shards of the "
         f"same images: {s['num_augs']} stored augmentations per image (random-resized crop scale "
-        f"{s['aug_scale'][0]}-{s['aug_scale'][1]} + RandAugment 2 ops, magnitude 9), embeddings of the teacher "
+        f"{s['aug_scale'][0]}-{s['aug_scale'][1]}{_randaugment(s.get('aug_ops', 0))}), embeddings of the teacher "
         f"ensemble (`teacher-mci` + `teacher-mci-wide`, KD logit scale = each teacher's own learned scale), and "
         f"{s['num_syn_captions']} synthetic captions per image from the world LightCap captioner (top-p 0.9).",
         "- Held-out: `color_shape@heldout` is the 80-way task on the 8 colour+shape pairs never seen in training.",
