@@ -288,6 +288,12 @@ def test_optimized_backbone_gives_the_same_captions_and_int8_decoder_stays_close
     with torch.inference_mode():
         assert torch.allclose(fast.grid_features(small), folded.grid_features(small), rtol=1e-4, atol=1e-12)
     assert caption_tensor(fast, small, options) == caption_tensor(folded, small, options)
+    with torch.inference_mode():  # packed q/k/v and the one-position attention give the same step log-probs
+        states, tokens = [m.start(small) for m in (folded, fast)], torch.tensor([model.bos_id] * 2)
+        for _ in range(4):
+            ref, got = folded.step(states[0], tokens), fast.step(states[1], tokens)
+            torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+            tokens = ref.argmax(dim=-1)
     quantized = copy.deepcopy(fast).quantize_decoder()
     assert quantized.head.output is not None
     with torch.inference_mode():

@@ -169,3 +169,15 @@ def test_mci0_backbone_gives_a_1024_channel_grid_and_folds():
         after = model(pixels, torch.tensor([[model.bos_id, 5]]))
     assert before.shape == (cfg.num_heads, 1, 2, 64)
     assert torch.allclose(before, after, atol=1e-4)
+
+
+def test_ensemble_log_probs_are_the_log_of_the_mean_head_distribution():
+    from edgevl.models.lightcap.heads import EnsembleHead
+
+    torch.manual_seed(0)
+    head = EnsembleHead(16, 50, num_heads=3).double()
+    for h in head.heads:
+        torch.nn.init.normal_(h.bias, std=2.0)
+    table, x = torch.randn(50, 16, dtype=torch.float64), torch.randn(2, 5, 16, dtype=torch.float64)
+    expected = torch.stack([torch.softmax(logits, dim=-1) for logits in head(x, table)]).mean(0).log()
+    torch.testing.assert_close(head.log_probs(x, table), expected, atol=1e-12, rtol=1e-12)

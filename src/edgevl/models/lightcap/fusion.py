@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgevl.models.precision import sdpa
+
 
 @dataclass
 class KVCache:
@@ -48,17 +50,36 @@ class SelfAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.heads, self.head_dim).transpose(1, 2)
 
+    def pack_qkv(self) -> None:
+        """Inference: one `qkv` linear instead of three (one weight pass and one op per decoding step); idempotent."""
+        if hasattr(self, "qkv"):
+            return
+        qkv = nn.Linear(self.query.in_features, 3 * self.query.out_features, device=self.query.weight.device,
+                        dtype=self.query.weight.dtype)
+        with torch.no_grad():
+            qkv.weight.copy_(torch.cat([self.query.weight, self.key.weight, self.value.weight]))
+            qkv.bias.copy_(torch.cat([self.query.bias, self.key.bias, self.value.bias]))
+        self.qkv = qkv
+        del self.query, self.key, self.value
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 cache: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> torch.Tensor:
         """`mask` [L, L] (True = attend) for a full pass; `cache` = (keys, values, start) to write x's keys/values
         at `start` and attend over everything up to them."""
-        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
+        if hasattr(self, "qkv"):
+            q, k, v = (self._split(t) for t in self.qkv(x).chunk(3, dim=-1))
+        else:
+            q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
         if cache is not None:
             keys, values, start = cache
             end = start + x.shape[1]
             keys[:, :, start:end], values[:, :, start:end] = k, v
             k, v = keys[:, :, :end], values[:, :, :end]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if x.shape[1] == 1 and mask is None and not torch.is_grad_enabled():
+            # one decoding position: three small products cost less than the flash kernel's setup
+            y = ((q * self.head_dim**-0.5) @ k.transpose(-1, -2)).softmax(dim=-1) @ v
+        else:
+            y = sdpa(q, k, v, attn_mask=mask)
         return self.out(y.transpose(1, 2).flatten(2))
 
 
