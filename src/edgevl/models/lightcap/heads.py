@@ -55,6 +55,8 @@ class EnsembleHead(nn.Module):
     def log_probs(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         """log of the mean of the heads' softmax distributions: [..., vocab]."""
         log_probs = F.log_softmax(self(x, word_embeddings), dim=-1)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # ONNX has no logaddexp
+            return torch.logsumexp(log_probs, dim=0) - math.log(len(self.heads))
         total = log_probs[0]
         for head in log_probs[1:]:  # elementwise, faster than logsumexp over the (outer) head axis
             total = torch.logaddexp(total, head)
