@@ -564,8 +564,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = bf16 autocast")
     p.add_argument("--ema", type=float, default=None, help="keep an EMA of the weights with this decay")
     p.add_argument("--grad-checkpointing", action="store_true", help="recompute activations to save memory")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                   help="keep NCHW weights and images (default: channels-last, 2-3x faster conv backward on CPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels-last weights and images (its depthwise-conv backward is 2-6x faster on CPU); "
+                        "--no-channels-last keeps NCHW")
     p.add_argument("--lock-image", action="store_true", help="freeze the image tower")
     p.add_argument("--lock-image-unlocked-groups", type=int, default=0,
                    help="with --lock-image: leave the last N layer groups trainable")

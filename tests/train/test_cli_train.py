@@ -86,13 +86,17 @@ def test_cli_reinforced_training_runs_and_resumes(tmp_path, capsys):
             "--logs", str(tmp_path / "runs"), "--name", "r", "--distill-lambda", "0.5"]
     assert main(args) == 0
     run = tmp_path / "runs" / "r"
-    assert json.loads((run / "params.json").read_text())["mode"] == "reinforced"
+    params = json.loads((run / "params.json").read_text())
+    assert params["mode"] == "reinforced" and params["channels_last"] is True
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_2", "step_3"]
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
     assert main([*args[:-6], "--steps", "4", "--resume", "latest", *args[-6:]]) == 0
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+    nchw = [*args[:-4], "--name", "nchw", "--distill-lambda", "0.5", "--steps", "1", "--no-channels-last"]
+    assert main(nchw) == 0
+    assert json.loads((tmp_path / "runs" / "nchw" / "params.json").read_text())["channels_last"] is False
     capsys.readouterr()
     bad = write_reinforced(tmp_path / "bad", dims=(6, 12))
     assert main([*args[:4], bad, *args[5:]]) == 2
