@@ -97,3 +97,48 @@ def test_quickgelu_towers_keep_their_activation():
     ids = edgevl.get_tokenizer("ViT-B-32-quickgelu")(["a dog"])
     with torch.inference_mode():
         assert torch.allclose(fast.encode_text(ids), model.encode_text(ids), atol=1e-5)
+
+
+def test_fused_ffn_row_tiles_equal_one_pass(monkeypatch):
+    """Large inputs run fc1 → GELU → fc2 in row tiles (the last one short); the result equals the untiled
+    formula, and small inputs stay in one tile."""
+    from edgevl.models.optimize import FusedFFN
+
+    torch.manual_seed(0)
+    fc1, fc2 = torch.nn.Linear(8, 24), torch.nn.Linear(24, 8)
+    ffn = FusedFFN(fc1, fc2, gamma=torch.rand(8))
+    monkeypatch.setattr(FusedFFN, "TILE_HIDDEN_ELEMENTS", 24 * 256)  # 256-row tiles
+    calls = []
+    original = ffn._fc1_gelu
+    monkeypatch.setattr(ffn, "_fc1_gelu", lambda rows, fused: calls.append(len(rows)) or original(rows, fused))
+    x, residual = torch.randn(2, 300, 8), torch.randn(2, 300, 8)
+    with torch.inference_mode():
+        out = ffn(x, residual)
+        assert calls == [256, 256, 88]
+        expected = residual + ffn.b2 + torch.nn.functional.gelu(fc1(x)) @ ffn.w2.t()
+        assert torch.allclose(out, expected, atol=1e-5)
+        calls.clear()
+        ffn(x[:, :200], residual[:, :200])
+        assert calls == [400]
+
+
+def test_channel_multiplier_convs_split_into_depthwise_convs():
+    """MCi's downsampling and final grouped convs (m = 2 output channels per input channel) become m depthwise
+    convs with interleaved outputs: equal to the grouped conv in both memory formats, and for m = 3."""
+    from edgevl.models.optimize import MultiplierDepthwiseConv, split_channel_multiplier_convs
+
+    torch.manual_seed(0)
+    for m, stride, bias in ((2, 2, True), (3, 1, False)):
+        conv = torch.nn.Conv2d(5, 5 * m, 3, stride=stride, padding=1, groups=5, bias=bias)
+        holder = torch.nn.Sequential(conv)
+        assert split_channel_multiplier_convs(holder) == 1 and isinstance(holder[0], MultiplierDepthwiseConv)
+        x = torch.randn(2, 5, 9, 9)
+        with torch.inference_mode():
+            for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+                out = holder(inp)
+                assert torch.allclose(out, conv(inp), atol=1e-6)
+                assert out.is_contiguous(memory_format=torch.channels_last) == (inp is not x)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, groups=4), torch.nn.Conv2d(4, 8, 3, groups=2))
+    assert split_channel_multiplier_convs(plain) == 0
+    fast = optimize_for_inference(edgevl.create_model("MobileCLIP-S0", image_size=64))
+    assert sum(isinstance(mod, MultiplierDepthwiseConv) for mod in fast.modules()) == 4
