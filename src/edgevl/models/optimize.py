@@ -11,6 +11,8 @@ Not for tracing/export: use `reparameterize`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,18 +23,29 @@ from edgevl.models.text import TextRepMixerBlock, trim_causal_padding
 from edgevl.models.transformer import ResidualAttentionBlock
 
 
-def fold_conv_norms(model: nn.Module) -> int:
-    """Replace, in place, every remaining `ConvNorm` (conv + eval-mode BN) by one conv with bias; returns the count."""
+def _replace_children(model: nn.Module, build: Callable[[nn.Module], nn.Module | None]) -> int:
+    """Replace, in place, every submodule for which `build` returns a module by that module; returns the count."""
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, ConvNorm):
-                weight, bias = child.fused()
-                with torch.no_grad():
-                    conv = folded_conv(weight, bias, child.conv.stride[0], child.conv.groups)
-                setattr(parent, name, conv)
+            replacement = build(child)
+            if replacement is not None:
+                setattr(parent, name, replacement)
                 count += 1
     return count
+
+
+def _folded_conv_norm(child: nn.Module) -> nn.Module | None:
+    if not isinstance(child, ConvNorm):
+        return None
+    weight, bias = child.fused()
+    with torch.no_grad():
+        return folded_conv(weight, bias, child.conv.stride[0], child.conv.groups)
+
+
+def fold_conv_norms(model: nn.Module) -> int:
+    """Replace, in place, every remaining `ConvNorm` (conv + eval-mode BN) by one conv with bias; returns the count."""
+    return _replace_children(model, _folded_conv_norm)
 
 
 class PointwiseLinear(nn.Module):
@@ -63,13 +76,7 @@ def _is_pointwise(conv: nn.Module) -> bool:
 
 def pointwise_convs_to_linear(model: nn.Module) -> int:
     """Replace, in place, every plain 1×1 conv by `PointwiseLinear`; returns the count."""
-    count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if _is_pointwise(child):
-                setattr(parent, name, PointwiseLinear(child))
-                count += 1
-    return count
+    return _replace_children(model, lambda child: PointwiseLinear(child) if _is_pointwise(child) else None)
 
 
 class MultiplierDepthwiseConv(nn.Module):
@@ -113,13 +120,9 @@ def _is_channel_multiplier(conv: nn.Module) -> bool:
 
 def split_channel_multiplier_convs(model: nn.Module) -> int:
     """Replace, in place, every channel-multiplier grouped conv by `MultiplierDepthwiseConv`; returns the count."""
-    count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if _is_channel_multiplier(child):
-                setattr(parent, name, MultiplierDepthwiseConv(child))
-                count += 1
-    return count
+    return _replace_children(
+        model, lambda child: MultiplierDepthwiseConv(child) if _is_channel_multiplier(child) else None
+    )
 
 
 def _fusion_available() -> bool:
@@ -245,19 +248,17 @@ def fuse_feed_forward(model: nn.Module) -> int:
     """Replace, in place, every folded block with a GELU feed-forward network by its fused form; returns the count.
 
     Needs `fold_conv_norms` first (the ConvFFN's depthwise conv must be a plain conv)."""
-    count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if not _fusable(child):
-                continue
-            if isinstance(child, AttentionBlock):
-                setattr(parent, name, FusedAttentionBlock(child))
-            elif isinstance(child, ResidualAttentionBlock):
-                setattr(parent, name, FusedResidualAttentionBlock(child))
-            else:
-                setattr(parent, name, FusedConvBlock(child))
-            count += 1
-    return count
+    return _replace_children(model, _fused_block)
+
+
+def _fused_block(child: nn.Module) -> nn.Module | None:
+    if not _fusable(child):
+        return None
+    if isinstance(child, AttentionBlock):
+        return FusedAttentionBlock(child)
+    if isinstance(child, ResidualAttentionBlock):
+        return FusedResidualAttentionBlock(child)
+    return FusedConvBlock(child)
 
 
 def optimize_modules(module: nn.Module, channels_last: bool = True, fuse: bool = True) -> nn.Module:
