@@ -66,7 +66,7 @@ def _randomize_layer_scales(model: torch.nn.Module) -> None:
 def test_fused_feed_forward_matches_eager_on_every_block_kind():
     """MCi RepMixer + attention blocks (image), MCt conv blocks and transformer blocks (text), with layer scales
     of ~0.5 folded into the second GEMM: fused equals eager, and every GELU FFN was fused."""
-    from edgevl.models.optimize import FusedAttentionBlock, FusedConvBlock, FusedResidualAttentionBlock
+    from edgevl.models.optimize import ConvGELU, FusedAttentionBlock, FusedConvBlock, FusedResidualAttentionBlock
 
     torch.manual_seed(0)
     model = edgevl.create_model("MobileCLIP-S0", image_size=64)
@@ -74,9 +74,13 @@ def test_fused_feed_forward_matches_eager_on_every_block_kind():
     _randomize_layer_scales(model)
     fast = optimize_for_inference(model)
     kinds = {type(m) for m in fast.modules()}
-    assert {FusedConvBlock, FusedAttentionBlock, FusedResidualAttentionBlock} <= kinds
+    assert {FusedConvBlock, FusedAttentionBlock, FusedResidualAttentionBlock, ConvGELU} <= kinds
+    gelu_left = [n for n, m in fast.visual.named_modules() if isinstance(m, torch.nn.GELU)]
+    # only blocks with squeeze-excite (stage 3-4 downsampling, final conv) keep a separate GELU
+    assert gelu_left == [f"trunk.{n}.act" for n in ("stages.2.downsample.proj.0", "stages.3.downsample.proj.0",
+                                                     "final_conv")]
     unfused = optimize_for_inference(model, fuse=False)
-    assert not any(isinstance(m, FusedConvBlock) for m in unfused.modules())
+    assert not any(isinstance(m, (FusedConvBlock, ConvGELU)) for m in unfused.modules())
     x = torch.rand(2, 3, 64, 64)
     ids = edgevl.get_tokenizer("MobileCLIP-S0")(["a red circle on a plain background", "two blue squares"])
     with torch.inference_mode():
@@ -142,3 +146,55 @@ def test_channel_multiplier_convs_split_into_depthwise_convs():
     assert split_channel_multiplier_convs(plain) == 0
     fast = optimize_for_inference(edgevl.create_model("MobileCLIP-S0", image_size=64))
     assert sum(isinstance(mod, MultiplierDepthwiseConv) for mod in fast.modules()) == 4
+
+
+def _full_text(fast: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    full = copy.deepcopy(fast)
+    full.text.prune_to_pooled = False
+    return full
+
+
+def test_pooled_pruning_is_exact_on_mct_causal_and_bidirectional_towers():
+    """The last block(s) computed only where the end-token output depends on them: same embeddings as the full
+    stack, for end tokens at the start, middle and last position (the ±10 window of MCt clipped at both ends)."""
+    texts = ["a", "a photo of a small red car parked on the street", "word " * 90]
+    for name in ("MobileCLIP-S0", "MobileCLIP-S1", "world-teacher-vit"):
+        torch.manual_seed(0)
+        model = edgevl.create_model(name, image_size=64)
+        _randomize_bn(model)
+        _randomize_layer_scales(model)
+        fast = optimize_for_inference(model)
+        assert fast.text.prune_to_pooled and not model.text.prune_to_pooled
+        ids = edgevl.get_tokenizer(name)(texts)
+        assert ids.argmax(-1).tolist()[::2] == [2, model.context_length - 1]
+        with torch.inference_mode():
+            ref = model.encode_text(ids)
+            assert torch.allclose(fast.encode_text(ids), ref, atol=1e-5), name
+            assert torch.allclose(_full_text(fast).encode_text(ids), ref, atol=1e-5), name
+
+
+def test_pooled_pruning_runs_the_last_blocks_on_few_rows():
+    """MCt: the last conv block's FFN sees one row per text, the attention block before it a 21-row window;
+    with pruning off both see all 77 rows."""
+    torch.manual_seed(0)
+    fast = optimize_for_inference(edgevl.create_model("MobileCLIP-S0", image_size=64))
+    *_, before, last = fast.text.transformer.resblocks
+    rows: dict[str, int] = {}
+
+    def recorder(key: str):
+        def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+            rows[key] = args[0].numel() // args[0].shape[-1]
+
+        return hook
+
+    before.ffn.register_forward_hook(recorder("before"))
+    last.ffn.register_forward_hook(recorder("last"))
+    ids = edgevl.get_tokenizer("MobileCLIP-S0")(["a dog", "two cats on a sofa"])
+    with torch.inference_mode():
+        fast.encode_text(ids)
+        assert rows == {"before": 2 * 21, "last": 2}
+        fast.text.prune_to_pooled = False
+        fast.encode_text(ids)
+        assert rows == {"before": 2 * 77, "last": 2 * 77}

@@ -42,10 +42,11 @@ def identity_kernel(channels: int, groups: int, kernel_size: int, like: torch.Te
 
 @torch.no_grad()
 def folded_conv(weight: torch.Tensor, bias: torch.Tensor, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    """A conv with bias holding a folded kernel (`weight` is [out, in/groups, k, k]; padding k // 2)."""
-    out_chs, in_per_group, k = weight.shape[0], weight.shape[1], weight.shape[-1]
+    """A conv with bias holding a folded kernel (`weight` is [out, in/groups, kh, kw]; padding (kh // 2, kw // 2))."""
+    out_chs, in_per_group, kh, kw = weight.shape
     conv = nn.Conv2d(
-        in_per_group * groups, out_chs, k, stride, k // 2, groups=groups, device=weight.device, dtype=weight.dtype
+        in_per_group * groups, out_chs, (kh, kw), stride, (kh // 2, kw // 2), groups=groups,
+        device=weight.device, dtype=weight.dtype,
     )
     conv.weight.copy_(weight)
     conv.bias.copy_(bias)

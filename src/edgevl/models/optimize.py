@@ -17,10 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgevl.models.blocks import AttentionBlock, ConvNorm, RepMixerBlock, folded_conv
+from edgevl.models.blocks import (
+    AttentionBlock,
+    ConvNorm,
+    MobileOneBlock,
+    ReparamLargeKernelConv,
+    RepMixerBlock,
+    folded_conv,
+)
 from edgevl.models.factory import reparameterize
-from edgevl.models.text import TextRepMixerBlock, trim_causal_padding
-from edgevl.models.transformer import ResidualAttentionBlock
+from edgevl.models.text import ConvBn, TextRepMixerBlock, prune_to_pooled, trim_causal_padding
+from edgevl.models.transformer import ResidualAttentionBlock, gather_rows
 
 
 def _replace_children(model: nn.Module, build: Callable[[nn.Module], nn.Module | None]) -> int:
@@ -35,8 +42,31 @@ def _replace_children(model: nn.Module, build: Callable[[nn.Module], nn.Module |
     return count
 
 
+def _fusion_available() -> bool:
+    """True when this torch build has oneDNN's fused linear and conv ops (CPU builds with mkldnn)."""
+    return torch.backends.mkldnn.is_available() and (
+        hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    )
+
+
+def _epilogue_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether oneDNN's fused-epilogue ops may run: a CPU input of the weight's dtype, outside autocast."""
+    return x.device.type == "cpu" and x.dtype == weight.dtype and not torch.is_autocast_enabled("cpu")
+
+
+def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: tuple[int, int],
+            padding: tuple[int, int], dilation: tuple[int, int], groups: int, gelu: bool) -> torch.Tensor:
+    """`F.conv2d`, followed by an exact GELU when `gelu`; the GELU runs inside oneDNN's conv when it can."""
+    if gelu and _epilogue_ok(x, weight):
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, weight, bias, padding, stride, dilation, groups, "gelu", [], "none"
+        )
+    out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return F.gelu(out) if gelu else out
+
+
 def _folded_conv_norm(child: nn.Module) -> nn.Module | None:
-    if not isinstance(child, ConvNorm):
+    if not isinstance(child, (ConvNorm, ConvBn)):
         return None
     weight, bias = child.fused()
     with torch.no_grad():
@@ -44,7 +74,8 @@ def _folded_conv_norm(child: nn.Module) -> nn.Module | None:
 
 
 def fold_conv_norms(model: nn.Module) -> int:
-    """Replace, in place, every remaining `ConvNorm` (conv + eval-mode BN) by one conv with bias; returns the count."""
+    """Replace, in place, every remaining `ConvNorm` / text `ConvBn` (conv + eval-mode BN) by one conv with bias;
+    returns the count."""
     return _replace_children(model, _folded_conv_norm)
 
 
@@ -55,13 +86,20 @@ class PointwiseLinear(nn.Module):
     permute below is free and `F.linear` is a single GEMM. Output is NCHW-shaped with channels_last strides.
     """
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Conv2d, gelu: bool = False) -> None:
         super().__init__()
+        self.gelu = gelu
         self.weight = nn.Parameter(conv.weight.detach().flatten(1).clone(), requires_grad=False)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
+        pixels = x.permute(0, 2, 3, 1)
+        if self.gelu and self.bias is not None and _epilogue_ok(x, self.weight):
+            rows = pixels.reshape(-1, pixels.shape[-1])  # 2-D: oneDNN's 4-D path is slower
+            out = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "gelu", [], "none")
+            return out.view(*pixels.shape[:3], -1).permute(0, 3, 1, 2)
+        out = F.linear(pixels, self.weight, self.bias).permute(0, 3, 1, 2)
+        return F.gelu(out) if self.gelu else out
 
 
 def _is_pointwise(conv: nn.Module) -> bool:
@@ -87,8 +125,9 @@ class MultiplierDepthwiseConv(nn.Module):
     7×7 convs and its final 3×3 conv (S0 at batch 32: 121 -> 38 ms over the four layers, 2 threads).
     """
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Conv2d, gelu: bool = False) -> None:
         super().__init__()
+        self.gelu = gelu
         self.multiplier = conv.out_channels // conv.in_channels
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
         weight = conv.weight.detach()
@@ -98,7 +137,7 @@ class MultiplierDepthwiseConv(nn.Module):
         self.register_buffer("biases", torch.stack([bias[j::m] for j in range(m)]).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+        outs = [_conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups, self.gelu)
                 for w, b in zip(self.weights, self.biases)]
         if x.is_contiguous(memory_format=torch.channels_last):  # interleave along the innermost (channel) axis
             out = torch.stack([o.permute(0, 2, 3, 1) for o in outs], dim=-1)
@@ -123,11 +162,6 @@ def split_channel_multiplier_convs(model: nn.Module) -> int:
     return _replace_children(
         model, lambda child: MultiplierDepthwiseConv(child) if _is_channel_multiplier(child) else None
     )
-
-
-def _fusion_available() -> bool:
-    """True when this torch build has oneDNN's fused linear ops (CPU builds with mkldnn)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def _as_matrix(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,7 +196,7 @@ class FusedFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])  # 2-D: oneDNN's 3-D/4-D path is slower
-        fused = not (torch.is_autocast_enabled(x.device.type) or x.dtype != self.w1.dtype or x.device.type != "cpu")
+        fused = _epilogue_ok(x, self.w1)
         if not fused or not residual.is_contiguous() or residual.dtype != self.w2.dtype:
             hidden = self._fc1_gelu(rows, fused)
             return residual + F.linear(hidden, self.w2, self.b2).view(residual.shape)
@@ -187,6 +221,45 @@ class FusedFFN(nn.Module):
         return max(256, 1 << (self.TILE_HIDDEN_ELEMENTS // self.w1.shape[0]).bit_length() - 1)
 
 
+class ConvGELU(nn.Module):
+    """`GELU(conv(x))` of a folded MobileOne / large-kernel block, the GELU inside oneDNN's convolution.
+
+    A separate GELU pass costs as much as the conv itself on MCi's stem (S0 at 256²: 2.0 -> 0.3 ms for its
+    first conv, 2 threads); falls back to conv then GELU where oneDNN's op cannot run (autocast, other devices).
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.register_buffer("weight", conv.weight.detach().clone())
+        self.register_buffer("bias", conv.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, gelu=True)
+
+
+def _conv_gelu(child: nn.Module) -> nn.Module | None:
+    if not isinstance(child, (MobileOneBlock, ReparamLargeKernelConv)) or child.reparam_conv is None:
+        return None
+    conv, act = child.reparam_conv, child.act
+    if type(child.se) is not nn.Identity or type(act) is not nn.GELU or act.approximate != "none":
+        return None
+    plain = type(conv) is nn.Conv2d and conv.bias is not None and conv.padding_mode == "zeros"
+    if not plain or isinstance(conv.padding, str):
+        return None
+    if _is_pointwise(conv):
+        return PointwiseLinear(conv, gelu=True)
+    if _is_channel_multiplier(conv):
+        return MultiplierDepthwiseConv(conv, gelu=True)
+    return ConvGELU(conv)
+
+
+def fuse_conv_gelu(model: nn.Module) -> int:
+    """Replace, in place, every folded MobileOne / large-kernel block without SE whose activation is GELU by its
+    conv with the GELU fused in (`ConvGELU`, or the GEMM / depthwise forms for 1×1 and multiplier convs)."""
+    return _replace_children(model, _conv_gelu)
+
+
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
 
@@ -205,6 +278,17 @@ class FusedConvBlock(nn.Module):
         y = self.token_mixer(x.transpose(1, 2).unsqueeze(2) if self.text else x)
         out = self.ffn(_nhwc(self.conv(y)), _nhwc(y))  # [B, H, W, C]
         return out.squeeze(1) if self.text else out.permute(0, 3, 1, 2)
+
+    @property
+    def reach(self) -> int:
+        """As `TextRepMixerBlock.reach` (text blocks only)."""
+        return 2 * (self.token_mixer.kernel // 2)
+
+    def forward_center(self, window: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """As `TextRepMixerBlock.forward_center`: the output at the centre of a zero-padded window, (B, C)."""
+        y = self.token_mixer(window.transpose(1, 2).unsqueeze(2)) * valid[:, None, None, :]
+        mid = slice(self.reach, self.reach + 1)
+        return self.ffn(_nhwc(self.conv(y)[..., mid]).contiguous(), _nhwc(y[..., mid]).contiguous()).flatten(1)
 
 
 class FusedAttentionBlock(nn.Module):
@@ -233,6 +317,11 @@ class FusedResidualAttentionBlock(nn.Module):
                 is_causal: bool = False) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), attn_mask=attn_mask, is_causal=is_causal)
         return self.ffn(self.ln_2(x), x)
+
+    def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+        """As `ResidualAttentionBlock.forward_rows`: the output at `rows` (B, R) only."""
+        x_rows = gather_rows(x, rows) + self.attn.forward_rows(self.ln_1(x), rows, is_causal)
+        return self.ffn(self.ln_2(x_rows), x_rows)
 
 
 def _fusable(block: nn.Module) -> bool:
@@ -265,10 +354,13 @@ def optimize_modules(module: nn.Module, channels_last: bool = True, fuse: bool =
     """In place, on an already reparameterized module: the steps of `optimize_for_inference` after the fold."""
     fold_conv_norms(module)
     trim_causal_padding(module)
+    prune_to_pooled(module)
     if fuse and _fusion_available():
         fuse_feed_forward(module)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
+        if fuse and _fusion_available():
+            fuse_conv_gelu(module)
         pointwise_convs_to_linear(module)
         split_channel_multiplier_convs(module)
     return module.eval()

@@ -19,7 +19,7 @@ from torch import nn
 
 from edgevl.errors import CheckpointError, ConfigError, DataError
 from edgevl.models.precision import grouped_conv
-from edgevl.models.transformer import LayerNorm, Transformer
+from edgevl.models.transformer import LayerNorm, Transformer, gather_rows
 
 POS_EMBED_MODES = ("slice", "interpolate")
 
@@ -51,6 +51,10 @@ class ConvBn(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(grouped_conv(self.conv, x))
+
+    def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) of the single depthwise conv equivalent to this pair in eval mode."""
+        return fuse_conv_bn(self.conv.weight, self.bn)
 
 
 class BnSkipBranches(nn.Module):
@@ -150,6 +154,21 @@ class TextRepMixerBlock(nn.Module):
         y = y + self.layer_scale(self.mlp(y))
         return y.squeeze(2).transpose(1, 2)
 
+    @property
+    def reach(self) -> int:
+        """How many positions to each side one output position depends on (token mixer, then ConvFFN conv)."""
+        return 2 * (self.token_mixer.kernel // 2)  # the ConvFFN's conv has the token mixer's kernel
+
+    def forward_center(self, window: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The block's output at the centre of a (B, 2·reach + 1, C) window of its input, (B, C).
+
+        `valid` (B, 2·reach + 1) marks the window positions inside the sequence; the others must be zero in
+        `window` and are zeroed again after the token mixer, which is what the convs' zero padding sees."""
+        y = self.token_mixer(window.transpose(1, 2).unsqueeze(2)) * valid[:, None, None, :]
+        mid = slice(self.reach, self.reach + 1)
+        h = self.mlp.conv(y)[..., mid]
+        return (y[..., mid] + self.layer_scale(self.mlp.fc2(self.mlp.act(self.mlp.fc1(h))))).flatten(1)
+
 
 class TextTransformer(nn.Module):
     """CLIP text tower: embed, add positions, transformer, ln_final, pool at argmax(ids), project (no bias).
@@ -185,8 +204,10 @@ class TextTransformer(nn.Module):
             output_dim,
         )
         self.causal, self.pos_embed_mode = causal, pos_embed_mode
-        # Set by `optimize_for_inference`; off by default so traced/exported graphs keep a fixed length.
+        # Set by `optimize_for_inference`; off by default so traced/exported graphs keep a fixed length and
+        # every position's features stay computed.
         self.trim_causal_padding = False
+        self.prune_to_pooled = False
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
         self.transformer = Transformer(width, layers, heads, mlp_ratio, act, ln_eps)
@@ -224,13 +245,34 @@ class TextTransformer(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         eot = ids.argmax(dim=-1)
         x = self.embed(ids)
-        if self.trim_causal_padding and self.causal and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        eager = not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+        if self.trim_causal_padding and self.causal and eager:
             # Under a causal mask no position sees a later one, so the tokens after the last end token cannot
             # change the pooled output: drop them (77 -> ~15 positions for a typical caption).
             x = x[:, : int(eot.max()) + 1]
+        if self.prune_to_pooled and eager:
+            return self.ln_final(self._pooled_tail(x, eot)) @ self.text_projection
         x = self.ln_final(self.transformer(x, is_causal=self.causal))
         pooled = x[torch.arange(x.shape[0], device=x.device), eot]
         return pooled @ self.text_projection
+
+    def _pooled_tail(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """The last block's output at the end token, (B, D), computing only what that row depends on.
+
+        An attention block last needs only its end-token query (keys and values still come from every position);
+        an MCt Text-RepMixer block last needs a ±reach window of its input, so the attention block before it runs
+        its queries, projection and MLP on that window only. Same result as the full stack."""
+        *head, before, last = self.transformer.resblocks
+        if not hasattr(last, "forward_center"):
+            for block in [*head, before]:
+                x = block(x, is_causal=self.causal)
+            return _rows(last, x, eot[:, None], self.causal)[:, 0]
+        for block in head:
+            x = block(x, is_causal=self.causal)
+        rows = eot[:, None] + torch.arange(-last.reach, last.reach + 1, device=x.device)
+        valid = (rows >= 0) & (rows < x.shape[1])
+        window = _rows(before, x, rows.clamp(0, x.shape[1] - 1), self.causal) * valid[..., None]
+        return last.forward_center(window, valid.to(window.dtype))
 
 
 def trim_causal_padding(model: nn.Module) -> nn.Module:
@@ -239,6 +281,22 @@ def trim_causal_padding(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module, TextTransformer):
             module.trim_causal_padding = True
+    return model
+
+
+def _rows(block: nn.Module, x: torch.Tensor, rows: torch.Tensor, is_causal: bool) -> torch.Tensor:
+    """`block`'s output at `rows` (B, R): only those rows where the block can (`forward_rows`), else gathered."""
+    if hasattr(block, "forward_rows"):
+        return block.forward_rows(x, rows, is_causal)
+    return gather_rows(block(x, is_causal=is_causal), rows)
+
+
+def prune_to_pooled(model: nn.Module) -> nn.Module:
+    """Let every text tower in `model` compute its last block(s) only where the pooled end-token output depends
+    on them (same outputs; MCt: ~24 % fewer FLOPs, 12-layer towers: ~6 %); in place, returns `model`."""
+    for module in model.modules():
+        if isinstance(module, TextTransformer):
+            module.prune_to_pooled = True
     return model
 
 
