@@ -181,3 +181,22 @@ def test_ensemble_log_probs_are_the_log_of_the_mean_head_distribution():
     table, x = torch.randn(50, 16, dtype=torch.float64), torch.randn(2, 5, 16, dtype=torch.float64)
     expected = torch.stack([torch.softmax(logits, dim=-1) for logits in head(x, table)]).mean(0).log()
     torch.testing.assert_close(head.log_probs(x, table), expected, atol=1e-12, rtol=1e-12)
+
+
+def test_packed_ensemble_head_equals_the_separate_heads():
+    """`pack()` (one dense GEMM, one LayerNorm + affine for all heads) gives each head's logits unchanged."""
+    from edgevl.models.lightcap.heads import EnsembleHead
+
+    torch.manual_seed(0)
+    head = EnsembleHead(16, 50, num_heads=3).double()
+    for h in head.heads:  # distinct LayerNorm affines and biases, so a mix-up between heads shows
+        for p in (h.norm.weight, h.norm.bias, h.bias):
+            torch.nn.init.normal_(p, std=1.0)
+    table, x = torch.randn(50, 16, dtype=torch.float64), torch.randn(2, 5, 16, dtype=torch.float64)
+    ref_logits, ref_lp = head(x, table), head.log_probs(x, table)
+    head.pack()
+    head.pack()  # idempotent
+    with torch.inference_mode():
+        torch.testing.assert_close(head(x, table), ref_logits, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(head.log_probs(x, table), ref_lp, atol=1e-12, rtol=1e-12)
+    assert head(x[0, 0], table).shape == (3, 50)
