@@ -184,7 +184,7 @@ def test_ensemble_log_probs_are_the_log_of_the_mean_head_distribution():
 
 
 def test_packed_ensemble_head_equals_the_separate_heads():
-    """`pack()` (one dense GEMM, one LayerNorm + affine for all heads) gives each head's logits unchanged."""
+    """`pack()` (one dense GEMM, one LayerNorm + affine for all heads) gives each head's logits."""
     from edgevl.models.lightcap.heads import EnsembleHead
 
     torch.manual_seed(0)
@@ -196,7 +196,29 @@ def test_packed_ensemble_head_equals_the_separate_heads():
     ref_logits, ref_lp = head(x, table), head.log_probs(x, table)
     head.pack()
     head.pack()  # idempotent
-    with torch.inference_mode():
-        torch.testing.assert_close(head(x, table), ref_logits, atol=1e-12, rtol=1e-12)
-        torch.testing.assert_close(head.log_probs(x, table), ref_lp, atol=1e-12, rtol=1e-12)
+    with torch.inference_mode():  # float64; the packed LayerNorm sees √2·GELU, exact up to its 1e-12 eps
+        torch.testing.assert_close(head(x, table), ref_logits, atol=1e-8, rtol=1e-8)
+        torch.testing.assert_close(head.log_probs(x, table), ref_lp, atol=1e-8, rtol=1e-8)
     assert head(x[0, 0], table).shape == (3, 50)
+
+
+def test_packed_fusion_layer_equals_the_trained_layer_and_renames_its_keys():
+    """`FusionLayer.pack()` (q/k/v packed and pre-scaled, GELU's 1/√2 folded into the FFN weights): same outputs on
+    a masked full pass and a cached one-position step; the packed layer's keys differ from a checkpoint's."""
+    from edgevl.models.lightcap.fusion import FusionLayer, seq2seq_mask
+
+    torch.manual_seed(0)
+    layer = FusionLayer(48, 4, 96).eval()
+    x, mask = torch.randn(2, 9, 48), seq2seq_mask(6, 3)
+    with torch.no_grad():
+        ref_full = layer(x, mask)
+        keys, values = torch.zeros(2, 2, 4, 10, 12), torch.zeros(2, 2, 4, 10, 12)
+        layer(x[:, :8], None, (keys[0], values[0], 0))
+        ref_step = layer(x[:, 8:], None, (keys[0], values[0], 8))
+        layer.pack()
+        layer.pack()
+        assert {"ffn_in.weight", "attention.qkv.weight"} <= set(layer.state_dict())
+        assert "intermediate.weight" not in layer.state_dict()
+        torch.testing.assert_close(layer(x, mask), ref_full, atol=1e-5, rtol=1e-5)
+        layer(x[:, :8], None, (keys[1], values[1], 0))
+        torch.testing.assert_close(layer(x[:, 8:], None, (keys[1], values[1], 8)), ref_step, atol=1e-5, rtol=1e-5)

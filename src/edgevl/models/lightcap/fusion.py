@@ -110,7 +110,34 @@ class FusionLayer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 cache: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> torch.Tensor:
         x = self.attention_norm(x + self.attention(x, mask, cache))
+        if hasattr(self, "ffn_in"):
+            return self.output_norm(x + self.ffn_out(erf_gelu_scaled(self.ffn_in(x))))
         return self.output_norm(x + self.output(F.gelu(self.intermediate(x))))
+
+    @torch.no_grad()
+    def pack(self) -> None:
+        """Inference: packed q/k/v (`SelfAttention.pack_qkv`), and the FFN as `ffn_in`/`ffn_out` with GELU's
+        1/√2 factors folded into their weights (`erf_gelu_scaled`); the keys change, so a packed layer cannot be
+        saved or loaded by mistake. Idempotent."""
+        self.attention.pack_qkv()
+        if hasattr(self, "ffn_in"):
+            return
+        r = 0.5**0.5
+        self.ffn_in, self.ffn_out = _scaled_copy(self.intermediate, r, r), _scaled_copy(self.output, r, 1.0)
+        del self.intermediate, self.output
+
+
+def _scaled_copy(linear: nn.Linear, weight_scale: float, bias_scale: float) -> nn.Linear:
+    copy = nn.Linear(linear.in_features, linear.out_features, device=linear.weight.device, dtype=linear.weight.dtype)
+    copy.weight.copy_(linear.weight * weight_scale)
+    copy.bias.copy_(linear.bias * bias_scale)
+    return copy
+
+
+def erf_gelu_scaled(u: torch.Tensor) -> torch.Tensor:
+    """√2·GELU(√2·u) = u + u·erf(u): exact GELU in two cheap ops when the 1/√2 factors live in the weights around
+    it (PyTorch's erf GELU costs ~9 µs on a 1200-wide decoding row, these two ~2 µs)."""
+    return torch.addcmul(u, u, torch.erf(u))
 
 
 def seq2seq_mask(prefix_len: int, caption_len: int, device: torch.device | None = None) -> torch.Tensor:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgevl.models.lightcap.fusion import erf_gelu_scaled
+
 
 class PredictionHead(nn.Module):
     """BERT LM head transform (dense + GELU + LayerNorm) and a private output bias; the output matrix is the
@@ -36,13 +38,14 @@ class EnsembleHead(nn.Module):
 
     @torch.no_grad()
     def pack(self) -> None:
-        """Inference: the heads' dense layers as one GEMM, their LayerNorms as one normalization plus one affine
-        op, and their biases pre-stacked: 3 heads cost one head's op count per decoding step. Idempotent."""
-        heads = self.heads
+        """Inference: the heads' dense layers as one GEMM (scaled by GELU's 1/√2), their LayerNorms as one
+        normalization plus one affine op, and their biases pre-stacked: 3 heads cost one head's op count per
+        decoding step. Idempotent."""
+        heads, r = self.heads, 0.5**0.5  # r: GELU's 1/√2, see `_transform`
         for name, tensors in (
             ("dense_weight", [h.dense.weight for h in heads]), ("dense_bias", [h.dense.bias for h in heads]),
         ):
-            self.register_buffer(name, torch.cat(tensors).detach().clone())
+            self.register_buffer(name, torch.cat(tensors).detach() * r)
         for name, tensors in (
             ("norm_weight", [h.norm.weight for h in heads]), ("norm_bias", [h.norm.bias for h in heads]),
             ("output_bias", [h.bias for h in heads]),
@@ -55,7 +58,8 @@ class EnsembleHead(nn.Module):
         if not self.packed:
             return torch.stack([head(x) for head in self.heads])
         n, d = len(self.heads), x.shape[-1]
-        h = F.gelu(F.linear(x, self.dense_weight, self.dense_bias)).view(*x.shape[:-1], n, d)
+        # erf_gelu_scaled gives √2·GELU; the LayerNorm after it is scale-invariant (up to its 1e-12 eps)
+        h = erf_gelu_scaled(F.linear(x, self.dense_weight, self.dense_bias)).view(*x.shape[:-1], n, d)
         h = torch.addcmul(self.norm_bias, F.layer_norm(h, (d,), eps=self.heads[0].norm.eps), self.norm_weight)
         return h.movedim(-2, 0).contiguous()
 

@@ -105,14 +105,14 @@ class LightCap(nn.Module):
 
     def optimize_for_inference(self) -> LightCap:
         """`fold_backbone`, then the CPU speed-ups of `edgevl.optimize_for_inference` on the backbone (conv+BN
-        folded, channels_last, 1×1 convs as GEMMs, GELU fused) and packed query/key/value projections in the
-        fusion layers and prediction heads: for captioning, not for export, training or saving."""
+        folded, channels_last, 1×1 convs as GEMMs, GELU fused), then the fusion layers and prediction heads packed
+        (`FusionLayer.pack`, `EnsembleHead.pack`): for captioning, not for export, training or saving."""
         from edgevl.models.optimize import optimize_modules
 
         self.fold_backbone()
         optimize_modules(self.backbone)
         for layer in self.fusion.layers:
-            layer.attention.pack_qkv()
+            layer.pack()
         self.head.pack()
         return self
 
