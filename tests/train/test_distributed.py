@@ -35,6 +35,11 @@ def _gradients(trainer: Trainer, batch: dict) -> dict[str, torch.Tensor]:
 
 
 def _worker(rank: int, port: int, tmp: str, mode: str) -> None:
+    # Own log files for the worker's stdout/stderr: on a gVisor machine a gloo worker whose fds 1/2 are pytest's
+    # capture files aborted at exit ("terminate called without an active exception"); the test shows the logs.
+    for fd, stream in ((1, "out"), (2, "err")):
+        with open(os.path.join(tmp, f"worker_{rank}.{stream}"), "w") as log:
+            os.dup2(log.fileno(), fd)
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE="2")
@@ -58,7 +63,11 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("mode", ["clip", "reinforced"])
 def test_two_process_gradients_equal_single_process_full_batch(tmp_path, mode):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), mode), nprocs=2, join=True)
+    try:
+        mp.spawn(_worker, args=(_free_port(), str(tmp_path), mode), nprocs=2, join=True)
+    finally:
+        for log in sorted(tmp_path.glob("worker_*")):
+            print(f"--- {log.name}\n{log.read_text()}")
     reinforced = mode == "reinforced"
     single = Trainer(config(tmp_path, mode=mode, batch_size=FULL_BATCH), tiny_clip().double(), ToyPairs(16, reinforced),
                      distill=DISTILL, info=DistInfo())
