@@ -83,6 +83,19 @@ class SelfAttention(nn.Module):
         y = sdpa(q, k, v, attn_mask=mask, scale=1.0 if packed else None)
         return self.out(y.transpose(1, 2).flatten(2))
 
+    def write_keys_values(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int) -> None:
+        """Write x's keys and values into the cache at `start` without attending (no query, no output)."""
+        qkv = getattr(self, "qkv", None)
+        if type(qkv) is nn.Linear:
+            d = qkv.out_features // 3
+            k, v = F.linear(x, qkv.weight[d:], qkv.bias[d:]).chunk(2, dim=-1)
+        elif qkv is not None:  # an int8 (dynamic-quantized) projection has no weight rows to slice
+            _, k, v = qkv(x).chunk(3, dim=-1)
+        else:
+            k, v = self.key(x), self.value(x)
+        end = start + x.shape[1]
+        keys[:, :, start:end], values[:, :, start:end] = self._split(k), self._split(v)
+
     def _decode_one(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int) -> torch.Tensor:
         """One new position per row (packed, pre-scaled queries): two batched products over (row, head) pairs,
         cheaper per decoding step than the flash kernel's setup or 4-D matmuls."""
@@ -193,8 +206,11 @@ class FusionEncoder(nn.Module):
         cache = KVCache([prefix.new_empty(shape) for _ in self.layers],
                         [prefix.new_empty(shape) for _ in self.layers], n)
         x = prefix
-        for layer, keys, values in zip(self.layers, cache.keys, cache.values):
+        *head, last = zip(self.layers, cache.keys, cache.values)
+        for layer, keys, values in head:
             x = layer(x, None, (keys, values, 0))
+        # the caption only reads the last layer's prefix keys/values, never its prefix outputs
+        last[0].attention.write_keys_values(x, last[1], last[2], 0)
         return cache
 
     def step(self, caption: torch.Tensor, cache: KVCache) -> torch.Tensor:
