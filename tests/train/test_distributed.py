@@ -35,8 +35,8 @@ def _gradients(trainer: Trainer, batch: dict) -> dict[str, torch.Tensor]:
 
 
 def _worker(rank: int, port: int, tmp: str, mode: str) -> None:
-    # Own log files for the worker's stdout/stderr: on a gVisor machine a gloo worker whose fds 1/2 are pytest's
-    # capture files aborted at exit ("terminate called without an active exception"); the test shows the logs.
+    # Own log files for the worker's stdout/stderr, printed by the test: a worker's C++ abort message (gloo) would
+    # otherwise be lost with pytest's capture.
     for fd, stream in ((1, "out"), (2, "err")):
         with open(os.path.join(tmp, f"worker_{rank}.{stream}"), "w") as log:
             os.dup2(log.fileno(), fd)

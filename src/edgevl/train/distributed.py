@@ -134,6 +134,15 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
-    """Leave the process group if one was joined."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group if one was joined, after the other ranks (gloo: at most 60 s).
+
+    Tearing down a gloo group while a peer still talks to it aborted the process ("terminate called without an
+    active exception"); a peer that is gone already only costs the timeout."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_backend() == "gloo" and dist.get_world_size() > 1:
+        try:
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        except RuntimeError:
+            pass  # a peer failed or left: leave anyway
+    dist.destroy_process_group()
