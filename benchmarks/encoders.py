@@ -1,13 +1,13 @@
 """CPU latency of image and text encoders: eager vs reparameterized vs the fastest path, all in one run.
 
-For every model and batch size, each path is timed as the median of `--repeats` runs after `--warmup` runs (the
-paths take turns in every round),
-with `--threads` torch threads, and checked numerically against the eager (train-time layout, eval mode)
-model. Paths:
+For every model and batch size, each path is timed as the median of `--repeats` runs after `--warmup` runs (each
+encoder `--block` times in a row, the paths taking turns between blocks), with `--threads` torch threads, and
+checked numerically against the eager (train-time layout, eval mode) model. Paths:
 
 - eager:        the model as built (multi-branch MobileOne/RepMixer blocks, eval mode)
 - reparam:      `edgevl.reparameterize(model)` (branches folded into single convs)
-- fast:         `edgevl.optimize_for_inference` (reparam + every conv+BN folded + channels_last)
+- fast:         `edgevl.optimize_for_inference` (reparam + every conv+BN folded + channels_last + fused
+                epilogues + weights prepacked for oneDNN)
 - fast-bf16:    fast under bf16 autocast (only where the CPU supports bf16; a looser tolerance applies)
 - compiled:     reparam + `torch.compile` (inductor C++ kernels; `--compile`, slow to warm up)
 
@@ -34,20 +34,25 @@ BF16_TOL = 5e-2
 
 
 def _time_interleaved(
-    fns: dict[str, tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]], warmup: int, repeats: int
+    fns: dict[str, tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]], warmup: int, repeats: int,
+    block: int,
 ) -> dict[str, tuple[float, float]]:
-    """Median ms of each (image, text) function pair; the paths take turns in every round, so drift in the
+    """Median ms of each (image, text) function pair over `repeats` timed calls each.
+
+    Each function is called `block` times in a row (steady state, as an app embedding a stream of images or
+    texts calls one encoder over and over), and the functions take turns between blocks, so drift in the
     machine's speed (other jobs, frequency) hits all paths alike instead of whichever ran last."""
     for img_fn, txt_fn in fns.values():
         for _ in range(warmup):
             img_fn(), txt_fn()
     runs: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in fns}
-    for _ in range(repeats):
+    while len(next(iter(runs.values()))[0]) < repeats:
         for path, pair in fns.items():
             for fn, bucket in zip(pair, runs[path]):
-                t0 = time.perf_counter()
-                fn()
-                bucket.append(time.perf_counter() - t0)
+                for _ in range(min(block, repeats - len(bucket))):
+                    t0 = time.perf_counter()
+                    fn()
+                    bucket.append(time.perf_counter() - t0)
     return {p: (statistics.median(i) * 1000, statistics.median(t) * 1000) for p, (i, t) in runs.items()}
 
 
@@ -99,7 +104,7 @@ def bench_model(name: str, batches: list[int], args: argparse.Namespace) -> list
         with torch.inference_mode():
             paths = _paths(models, image, text, args)
             wanted = ["eager", *(p for p in args.paths.split(",") if p != "eager")] if args.paths else list(paths)
-            times = _time_interleaved({p: paths[p][:2] for p in wanted}, args.warmup, args.repeats)
+            times = _time_interleaved({p: paths[p][:2] for p in wanted}, args.warmup, args.repeats, args.block)
             ref_img, ref_txt = paths["eager"][0](), paths["eager"][1]()
             for path in wanted:
                 img_fn, txt_fn, tol = paths[path]
@@ -135,6 +140,11 @@ def main() -> None:
     parser.add_argument("--batches", default="1,32", help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
+    parser.add_argument(
+        "--block", type=int, default=5,
+        help="consecutive timed calls of one encoder before the next one takes its turn (1: strict alternation, "
+        "where each call also pays for the caches and heap pages the other paths' calls evicted)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (CPUs with bf16 support)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow warm-up)")
@@ -169,7 +179,8 @@ def main() -> None:
                 print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}, both {path}): "
                       f"{vit['total_ms'] / s0['total_ms']:.2f}x")
     if args.out:
-        meta = {"torch": torch.__version__, "threads": args.threads, "machine": platform.machine(), "rows": rows}
+        meta = {"torch": torch.__version__, "threads": args.threads, "block": args.block,
+                "machine": platform.machine(), "rows": rows}
         Path(args.out).write_text(json.dumps(meta, indent=1))
 
 

@@ -66,7 +66,7 @@ def _randomize_layer_scales(model: torch.nn.Module) -> None:
 def test_fused_feed_forward_matches_eager_on_every_block_kind():
     """MCi RepMixer + attention blocks (image), MCt conv blocks and transformer blocks (text), with layer scales
     of ~0.5 folded into the second GEMM: fused equals eager, and every GELU FFN was fused."""
-    from edgevl.models.optimize import ConvGELU, FusedAttentionBlock, FusedConvBlock, FusedResidualAttentionBlock
+    from edgevl.models.optimize import FusedAttentionBlock, FusedConvBlock, FusedResidualAttentionBlock, PackedConv
 
     torch.manual_seed(0)
     model = edgevl.create_model("MobileCLIP-S0", image_size=64)
@@ -74,13 +74,13 @@ def test_fused_feed_forward_matches_eager_on_every_block_kind():
     _randomize_layer_scales(model)
     fast = optimize_for_inference(model)
     kinds = {type(m) for m in fast.modules()}
-    assert {FusedConvBlock, FusedAttentionBlock, FusedResidualAttentionBlock, ConvGELU} <= kinds
+    assert {FusedConvBlock, FusedAttentionBlock, FusedResidualAttentionBlock, PackedConv} <= kinds
     gelu_left = [n for n, m in fast.visual.named_modules() if isinstance(m, torch.nn.GELU)]
     # only blocks with squeeze-excite (stage 3-4 downsampling, final conv) keep a separate GELU
     assert gelu_left == [f"trunk.{n}.act" for n in ("stages.2.downsample.proj.0", "stages.3.downsample.proj.0",
                                                      "final_conv")]
     unfused = optimize_for_inference(model, fuse=False)
-    assert not any(isinstance(m, (FusedConvBlock, ConvGELU)) for m in unfused.modules())
+    assert not any(isinstance(m, (FusedConvBlock, PackedConv)) for m in unfused.modules())
     x = torch.rand(2, 3, 64, 64)
     ids = edgevl.get_tokenizer("MobileCLIP-S0")(["a red circle on a plain background", "two blue squares"])
     with torch.inference_mode():
@@ -113,8 +113,8 @@ def test_fused_ffn_row_tiles_equal_one_pass(monkeypatch):
     ffn = FusedFFN(fc1, fc2, gamma=torch.rand(8))
     monkeypatch.setattr(FusedFFN, "TILE_HIDDEN_ELEMENTS", 24 * 256)  # 256-row tiles
     calls = []
-    original = ffn._fc1_gelu
-    monkeypatch.setattr(ffn, "_fc1_gelu", lambda rows, fused: calls.append(len(rows)) or original(rows, fused))
+    original = ffn._tile
+    monkeypatch.setattr(ffn, "_tile", lambda rows, res: calls.append(len(rows)) or original(rows, res))
     x, residual = torch.randn(2, 300, 8), torch.randn(2, 300, 8)
     with torch.inference_mode():
         out = ffn(x, residual)

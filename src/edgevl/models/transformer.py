@@ -56,11 +56,15 @@ class Attention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
+    def project(self, x: torch.Tensor, part: slice = slice(None)) -> torch.Tensor:
+        """The input projection by rows `part` of the stacked [q; k; v] weight (all three by default)."""
+        return F.linear(x, self.in_proj_weight[part], self.in_proj_bias[part])
+
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
         b, n, d = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        qkv = self.project(x)
         q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         out = sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
@@ -70,9 +74,8 @@ class Attention(nn.Module):
         Under `is_causal` a row at position p sees the keys at positions ≤ p, as in `forward`."""
         b, n, d = x.shape
         head_dim = d // self.heads
-        w, bias = self.in_proj_weight, self.in_proj_bias
-        q = F.linear(gather_rows(x, rows), w[:d], bias[:d]).view(b, -1, self.heads, head_dim).transpose(1, 2)
-        kv = F.linear(x, w[d:], bias[d:]).view(b, n, 2, self.heads, head_dim)
+        q = self.project(gather_rows(x, rows), slice(0, d)).view(b, -1, self.heads, head_dim).transpose(1, 2)
+        kv = self.project(x, slice(d, None)).view(b, n, 2, self.heads, head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
         mask = (torch.arange(n, device=x.device) <= rows[..., None]).unsqueeze(1) if is_causal else None
         out = sdpa(q, k, v, attn_mask=mask)
