@@ -50,25 +50,21 @@ def _fusion_available() -> bool:
 
 
 def _epilogue_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether oneDNN's fused-epilogue ops may run: a CPU input of the weight's dtype, outside autocast, with no
-    gradient asked for (the oneDNN ops have no backward)."""
+    """Whether oneDNN's fused-epilogue ops may run: a CPU input of the weight's dtype, outside autocast, tracing
+    and `torch.compile` (which have no kernels for these ops), with no gradient asked for (they have no backward)."""
     return (
         x.device.type == "cpu"
         and x.dtype == weight.dtype
         and not torch.is_autocast_enabled("cpu")
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
     )
 
 
 def _packing_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether a GEMM may use a `PackedWeight`: as `_epilogue_ok`, for float32, and outside tracing/compilation
-    (opaque oneDNN tensors cannot be traced)."""
-    return (
-        weight.dtype == torch.float32
-        and _epilogue_ok(x, weight)
-        and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
-    )
+    """Whether a GEMM or conv may use a `PackedWeight`: as `_epilogue_ok`, for float32."""
+    return weight.dtype == torch.float32 and _epilogue_ok(x, weight)
 
 
 def _version(t: torch.Tensor) -> int:
