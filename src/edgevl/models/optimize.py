@@ -5,8 +5,9 @@ that the reference keeps unfolded (the ConvFFN depthwise convs), switches conv w
 memory format oneDNN's CPU convolutions prefer), runs 1×1 convs as matrix multiplies over channels-last pixels
 and channel-multiplier grouped convs as several depthwise convs, lets causal text towers skip the padding after
 the end token, and (where oneDNN is available) applies each feed-forward network's GELU inside its first GEMM
-and folds the layer scale into its second, which saves two passes over the widest activations of every block.
-Not for tracing/export: use `reparameterize`.
+and folds the layer scale into its second, which saves two passes over the widest activations of every block,
+and runs every GEMM and conv from weights prepacked once in oneDNN's blocked layout (`PackedWeight`).
+For export use `reparameterize`; tracing and `torch.compile` of the optimized model take the plain ops.
 """
 
 from __future__ import annotations

@@ -245,12 +245,13 @@ class TextTransformer(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         eot = ids.argmax(dim=-1)
         x = self.embed(ids)
-        eager = not (torch.jit.is_tracing() or torch.compiler.is_compiling())
-        if self.trim_causal_padding and self.causal and eager:
+        tracing = torch.jit.is_tracing()
+        if self.trim_causal_padding and self.causal and not (tracing or torch.compiler.is_compiling()):
             # Under a causal mask no position sees a later one, so the tokens after the last end token cannot
-            # change the pooled output: drop them (77 -> ~15 positions for a typical caption).
+            # change the pooled output: drop them (77 -> ~15 positions for a typical caption). The length is
+            # data-dependent, so traced and compiled graphs keep every position.
             x = x[:, : int(eot.max()) + 1]
-        if self.prune_to_pooled and eager:
+        if self.prune_to_pooled and not tracing:  # fixed shapes (a gather at the end token): compiles too
             return self.ln_final(self._pooled_tail(x, eot)) @ self.text_projection
         x = self.ln_final(self.transformer(x, is_causal=self.causal))
         pooled = x[torch.arange(x.shape[0], device=x.device), eot]
