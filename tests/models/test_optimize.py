@@ -198,3 +198,22 @@ def test_pooled_pruning_runs_the_last_blocks_on_few_rows():
         fast.text.prune_to_pooled = False
         fast.encode_text(ids)
         assert rows == {"before": 2 * 77, "last": 2 * 77}
+
+
+def test_compiled_graphs_keep_pooled_pruning_but_not_the_data_dependent_trim(monkeypatch):
+    """Under torch.compile (simulated: `is_compiling` true) the fixed-shape end-token pruning stays on, while the
+    causal trim, whose length depends on the data, is skipped; the embeddings stay exact either way."""
+    torch.manual_seed(0)
+    model = edgevl.create_model("world-teacher-vit")
+    fast = optimize_for_inference(model)
+    ids = edgevl.get_tokenizer("world-teacher-vit")(["a red circle", "two small blue squares above a star"])
+    *_, last = fast.text.transformer.resblocks
+    rows: list[int] = []
+    last.ffn.register_forward_hook(lambda module, args, out: rows.append(args[0].numel() // args[0].shape[-1]))
+    seen_lengths: list[int] = []
+    first = fast.text.transformer.resblocks[0]
+    first.register_forward_pre_hook(lambda module, args: seen_lengths.append(args[0].shape[1]))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    with torch.inference_mode():
+        assert torch.allclose(fast.encode_text(ids), model.encode_text(ids), atol=1e-5)
+    assert rows == [2] and seen_lengths == [model.context_length]
