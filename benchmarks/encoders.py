@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 import edgevl
+from edgevl.runtime import allocator_description, keep_freed_memory
 
 FP32_TOL = 1e-4  # relative to the embedding's max magnitude
 BF16_TOL = 5e-2
@@ -155,10 +156,19 @@ def main() -> None:
         help="torch.compile mode of the compiled path (max-autotune also tries inductor's C++ GEMM kernels: "
         "~1 min more compilation per tower)",
     )
+    parser.add_argument(
+        "--malloc", default="keep", choices=["keep", "default"],
+        help="keep: `edgevl.keep_freed_memory()` first, so glibc keeps freed activations for the next call instead "
+        "of returning them to the OS (see src/edgevl/runtime.py); default: glibc as configured (also use this "
+        "under an LD_PRELOADed tcmalloc/jemalloc, which the report names)",
+    )
     parser.add_argument("--paths", default=None, help="comma-separated subset of paths to time (default: all)")
     parser.add_argument("--out", default=None, help="write all rows as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = args.malloc == "keep" and keep_freed_memory()
+    allocator = allocator_description() + (", freed memory kept" if kept else "")
+    print(f"allocator: {allocator}", flush=True)
     # Random-init weights (layer scales 1e-5) push activations into denormal floats, which x86 computes up to
     # 10x slower; trained weights do not, and mobile runtimes flush denormals. Flush them so the timings
     # reflect the arithmetic, not an artifact of the random init.
@@ -199,7 +209,7 @@ def main() -> None:
                 print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}, both {path}): "
                       f"{vit['total_ms'] / s0['total_ms']:.2f}x")
     if args.out:
-        meta = {"torch": torch.__version__, "threads": args.threads, "block": args.block,
+        meta = {"torch": torch.__version__, "threads": args.threads, "block": args.block, "allocator": allocator,
                 "machine": platform.machine(), "rows": rows}
         Path(args.out).write_text(json.dumps(meta, indent=1))
 

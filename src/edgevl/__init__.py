@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "optimize_for_inference": "edgevl.models.optimize",
+    "keep_freed_memory": "edgevl.runtime",
     "get_tokenizer": "edgevl.tokenizer",
     "tokenize": "edgevl.tokenizer",
     "decode": "edgevl.tokenizer",

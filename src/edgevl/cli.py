@@ -223,6 +223,7 @@ def _load_for_inference(args: argparse.Namespace):
         print(f"edgevl: warning: no --pretrained given, {args.model} has random weights", file=sys.stderr)
     model, _, preprocess = edgevl.create_model_and_transforms(args.model, pretrained=args.pretrained)
     model = edgevl.optimize_for_inference(model)
+    edgevl.keep_freed_memory()  # a process that runs the model batch after batch: reuse the freed activations
     return model, preprocess, edgevl.get_tokenizer(args.model)
 
 
