@@ -4,9 +4,9 @@ By default glibc's malloc maps blocks above its mmap threshold afresh and unmaps
 memory above its trim threshold at the top of the heap; the mmap threshold rises to the largest mapped block freed
 so far (at most 32 MiB) and the trim threshold to twice that. A pass that frees more than that at the top of the
 heap gives it back, and the next pass has the kernel fault in and zero those pages again. MobileCLIP-S0's image
-tower at batch 1 (4 MiB stem output) takes about 2,000 page faults per call this way, 12-14 % of its latency (`benchmarks/allocator.py`);
-ViT-B/16 takes none (measured in `docs/benchmarks.md`). `keep_freed_memory` raises both thresholds so freed
-activations stay in the heap for the next call.
+tower at batch 1 (4 MiB stem output) takes about 2,000 page faults per call this way, 12-14 % of its latency
+(`benchmarks/allocator.py`); ViT-B/16 takes none (measured in `docs/benchmarks.md`). `keep_freed_memory` raises
+both thresholds so freed activations stay in the heap for the next call.
 """
 
 from __future__ import annotations
