@@ -14,17 +14,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import edgevl
-from edgevl.runtime import allocator_description, keep_freed_memory
-
-
-def minor_faults() -> int:
-    """Minor page faults of this process so far (Linux)."""
-    return int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[7])
+from edgevl.runtime import allocator_description, keep_freed_memory, minor_page_faults
 
 
 def main() -> None:
@@ -36,7 +30,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls before timing")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     args = parser.parse_args()
-    kept = args.malloc == "keep" and keep_freed_memory()
+    if args.malloc == "keep":
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as benchmarks/encoders.py: random-init weights make denormals
     model = edgevl.optimize_for_inference(edgevl.create_model(args.model).eval())
@@ -46,14 +41,13 @@ def main() -> None:
     with torch.inference_mode():
         for _ in range(args.warmup):
             model.encode_image(image)
-        start = minor_faults()
+        start = minor_page_faults()
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             model.encode_image(image)
             times.append(time.perf_counter() - t0)
-        faults = (minor_faults() - start) / args.repeats
-    allocator = allocator_description() + (", freed memory kept" if kept else "")
-    print(f"{args.model} image, batch 1, {allocator}: {statistics.median(times) * 1000:.2f} ms median, "
+        faults = (minor_page_faults() - start) / args.repeats
+    print(f"{args.model} image, batch 1, {allocator_description()}: {statistics.median(times) * 1000:.2f} ms median, "
           f"{faults:.0f} page faults per call")
 
 

@@ -166,8 +166,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write all rows as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    kept = args.malloc == "keep" and keep_freed_memory()
-    allocator = allocator_description() + (", freed memory kept" if kept else "")
+    if args.malloc == "keep":
+        keep_freed_memory()
+    allocator = allocator_description()
     print(f"allocator: {allocator}", flush=True)
     # Random-init weights (layer scales 1e-5) push activations into denormal floats, which x86 computes up to
     # 10x slower; trained weights do not, and mobile runtimes flush denormals. Flush them so the timings

@@ -10,7 +10,7 @@ from edgevl import runtime
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or runtime.preloaded_allocator() is not None,
                                 reason="glibc's malloc settings")
 
-_FAULTS = "def minflt(): return int(open('/proc/self/stat').read().split(')')[1].split()[7])\n"
+_FAULTS = "from edgevl.runtime import minor_page_faults as minflt\n"
 
 
 def _run(script: str) -> float:
@@ -59,14 +59,16 @@ def test_mobileclip_s0_image_tower_takes_no_page_faults_once_memory_is_kept():
         model = edgevl.optimize_for_inference(edgevl.create_model("MobileCLIP-S0").eval())
         image = torch.rand(1, 3, 256, 256).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            for _ in range(3):
+            for _ in range(10):
                 model.encode_image(image)
             start = minflt()
-            for _ in range(4):
+            for _ in range(10):
                 model.encode_image(image)
-        print((minflt() - start) / 4)
+        print((minflt() - start) / 10)
     """)
-    assert faults < 50  # ~2,000 per call where glibc hands the 4 MiB stem output back (docs/benchmarks.md)
+    # without the setting this same script took 2,016 faults per call in one run and 0 in the next: whether glibc
+    # trims the stem output depends on the heap's history (docs/benchmarks.md), so only the kept side is asserted
+    assert faults < 50
 
 
 def test_not_applied_without_glibc_or_under_a_replacement_allocator(monkeypatch):
@@ -76,6 +78,16 @@ def test_not_applied_without_glibc_or_under_a_replacement_allocator(monkeypatch)
     monkeypatch.setattr(runtime, "preloaded_allocator", lambda: "jemalloc")
     assert runtime.keep_freed_memory() is False
     assert runtime.allocator_description() == "jemalloc"
+
+
+@glibc_only
+def test_the_report_says_whether_freed_memory_is_kept():
+    assert _run("""
+        from edgevl.runtime import allocator_description, keep_freed_memory
+        before = allocator_description()
+        keep_freed_memory()
+        print(int(before.startswith("glibc") and "kept" not in before and allocator_description().endswith("kept")))
+    """) == 1
 
 
 def test_limit_must_be_positive():

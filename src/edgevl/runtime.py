@@ -20,6 +20,8 @@ from pathlib import Path
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
+_kept = False  # set once keep_freed_memory applied (glibc cannot report its thresholds back)
+
 
 def _glibc() -> ctypes.CDLL | None:
     """The process's C library when it is glibc, else None (macOS, Windows, musl)."""
@@ -54,13 +56,22 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     libc = _glibc()
     if libc is None or preloaded_allocator() is not None:
         return False
+    global _kept
     limit = ctypes.c_int(min(limit_bytes, 2**31 - 1))  # mallopt takes an int
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, limit))
+    _kept = bool(libc.mallopt(_M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, limit))
+    return _kept
 
 
 def allocator_description() -> str:
-    """One line naming the allocator in use, for benchmark reports."""
+    """One line naming the allocator in use and whether `keep_freed_memory` applied, for benchmark reports."""
     preloaded = preloaded_allocator()
     if preloaded:
         return preloaded
-    return f"glibc {platform.libc_ver()[1]}" if _glibc() is not None else "system"
+    if _glibc() is None:
+        return "system"
+    return f"glibc {platform.libc_ver()[1]}" + (", freed memory kept" if _kept else "")
+
+
+def minor_page_faults() -> int:
+    """Minor page faults of this process so far, from `/proc/self/stat` (Linux)."""
+    return int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[7])
