@@ -1,8 +1,9 @@
 """CPU latency of image and text encoders: eager vs reparameterized vs the fastest path, all in one run.
 
-For every model and batch size, each path is timed as the median of `--repeats` runs after `--warmup` runs (each
-encoder `--block` times in a row, the paths taking turns between blocks), with `--threads` torch threads, and
-checked numerically against the eager (train-time layout, eval mode) model. Paths:
+For every batch size, each path of each model is timed as the median of `--repeats` runs after `--warmup` runs (each
+encoder `--block` times in a row, all models' paths taking turns between blocks, so ratios between models come from
+the same stretch of time), with `--threads` torch threads, and checked numerically against the eager (train-time
+layout, eval mode) model. Paths:
 
 - eager:        the model as built (multi-branch MobileOne/RepMixer blocks, eval mode)
 - reparam:      `edgevl.reparameterize(model)` (branches folded into single convs)
@@ -12,6 +13,9 @@ checked numerically against the eager (train-time layout, eval mode) model. Path
 - compiled:     fast + `torch.compile` with inductor's weight freezing and C++ wrapper (`--compile`; needs a C++
                 compiler, ~15 s of compilation per tower and batch size; text towers run the full context, as
                 the causal padding trim is data-dependent)
+- aot:          fast exported (`torch.export`) and compiled ahead of time by AOTInductor with frozen weights
+                (`--aot`; `edgevl.export.aot`, the `.pt2` packages `edgevl compile` writes; needs a C++ compiler,
+                ~10-20 s per tower and batch size; fixed shapes, so text towers run the full context)
 
     python benchmarks/encoders.py --models MobileCLIP-S0,MobileCLIP-S1,MobileCLIP-S2,MobileCLIP-B,ViT-B-16 \
         --batches 1,32 --repeats 20 --out docs/benchmarks_encoders.json
@@ -23,6 +27,7 @@ import argparse
 import json
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +35,7 @@ from pathlib import Path
 import torch
 
 import edgevl
+from edgevl.export.aot import AotTower, compile_module
 from edgevl.runtime import allocator_description, keep_freed_memory
 
 FP32_TOL = 1e-4  # relative to the embedding's max magnitude
@@ -37,9 +43,9 @@ BF16_TOL = 5e-2
 
 
 def _time_interleaved(
-    fns: dict[str, tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]], warmup: int, repeats: int,
-    block: int,
-) -> dict[str, tuple[float, float]]:
+    fns: dict[tuple[str, str], tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]], warmup: int,
+    repeats: int, block: int,
+) -> dict[tuple[str, str], tuple[float, float]]:
     """Median ms of each (image, text) function pair over `repeats` timed calls each.
 
     Each function is called `block` times in a row (steady state, as an app embedding a stream of images or
@@ -48,7 +54,7 @@ def _time_interleaved(
     for img_fn, txt_fn in fns.values():
         for _ in range(warmup):
             img_fn(), txt_fn()
-    runs: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in fns}
+    runs: dict[tuple[str, str], tuple[list[float], list[float]]] = {p: ([], []) for p in fns}
     while len(next(iter(runs.values()))[0]) < repeats:
         for path, pair in fns.items():
             for fn, bucket in zip(pair, runs[path]):
@@ -85,10 +91,22 @@ def _paths(models: dict, image: torch.Tensor, text: torch.Tensor, args: argparse
     if args.compile:
         img_c, txt_c = models["compiled_visual"], models["compiled_text"]
         paths["compiled"] = (lambda: img_c(image_cl), lambda: txt_c(text), FP32_TOL)
+    if args.aot:
+        img_a, txt_a = _aot_towers(fast, image_cl, text, args.aot_dir)
+        paths["aot"] = (lambda: img_a(image_cl), lambda: txt_a(text), FP32_TOL)
     return paths
 
 
-def bench_model(name: str, batches: list[int], args: argparse.Namespace) -> list[dict]:
+def _aot_towers(fast: torch.nn.Module, image: torch.Tensor, text: torch.Tensor, folder: str) -> tuple:
+    """AOTInductor packages of `fast`'s towers for exactly these inputs' shapes, loaded."""
+    stem = Path(folder) / f"{id(fast)}-b{image.shape[0]}"
+    image_pt2 = compile_module(fast.visual, image, f"{stem}-image.pt2")
+    text_pt2 = compile_module(fast.text, text, f"{stem}-text.pt2")
+    return AotTower(image_pt2, list(image.shape), image.dtype), AotTower(text_pt2, list(text.shape), text.dtype)
+
+
+def build_models(name: str, args: argparse.Namespace) -> dict:
+    """The eager model of `name` and its reparameterized, optimized (and compiled) forms."""
     torch.manual_seed(0)
     eager = edgevl.create_model(name).eval()
     models = {
@@ -99,19 +117,29 @@ def bench_model(name: str, batches: list[int], args: argparse.Namespace) -> list
     if args.compile:
         models["compiled_visual"] = torch.compile(models["fast"].visual, mode=args.compile_mode, dynamic=False)
         models["compiled_text"] = torch.compile(models["fast"].text, mode=args.compile_mode, dynamic=False)
-    size = eager.model_cfg["vision_cfg"].get("image_size", 224)
-    rows = []
-    for batch in batches:
-        image = torch.rand(batch, 3, size, size)
-        text = edgevl.tokenize(["a photo of a small red car parked on the street"] * batch, eager.context_length)
-        with torch.inference_mode():
+    return models
+
+
+def bench_batch(all_models: dict[str, dict], batch: int, args: argparse.Namespace) -> list[dict]:
+    """Time every path of every model at `batch` in one interleaved loop (so drift in the machine's speed hits
+    all models alike, and ratios between models are fair), then check each path against its eager model."""
+    fns, paths_of = {}, {}
+    with torch.inference_mode():
+        for name, models in all_models.items():
+            eager = models["eager"]
+            size = eager.model_cfg["vision_cfg"].get("image_size", 224)
+            image = torch.rand(batch, 3, size, size)
+            text = edgevl.tokenize(["a photo of a small red car parked on the street"] * batch, eager.context_length)
             paths = _paths(models, image, text, args)
             wanted = ["eager", *(p for p in args.paths.split(",") if p != "eager")] if args.paths else list(paths)
-            times = _time_interleaved({p: paths[p][:2] for p in wanted}, args.warmup, args.repeats, args.block)
+            paths_of[name] = {p: paths[p] for p in wanted}
+            fns.update({(name, p): paths[p][:2] for p in wanted})
+        times = _time_interleaved(fns, args.warmup, args.repeats, args.block)
+        rows = []
+        for name, paths in paths_of.items():
             ref_img, ref_txt = paths["eager"][0](), paths["eager"][1]()
-            for path in wanted:
-                img_fn, txt_fn, tol = paths[path]
-                img_ms, txt_ms = times[path]
+            for path, (img_fn, txt_fn, tol) in paths.items():
+                img_ms, txt_ms = times[(name, path)]
                 err = max(_rel_err(img_fn(), ref_img), _rel_err(txt_fn(), ref_txt))
                 rows.append(
                     {
@@ -157,6 +185,10 @@ def main() -> None:
         "~1 min more compilation per tower)",
     )
     parser.add_argument(
+        "--aot", action="store_true",
+        help="also time AOTInductor packages of the fast towers (edgevl.export.aot; ~10-20 s compile per tower)",
+    )
+    parser.add_argument(
         "--malloc", default="keep", choices=["keep", "default"],
         help="keep: `edgevl.keep_freed_memory()` first, so glibc keeps freed activations for the next call instead "
         "of returning them to the OS (see src/edgevl/runtime.py); default: glibc as configured (also use this "
@@ -181,8 +213,10 @@ def main() -> None:
         inductor_config.cpp_wrapper = True  # the graph's calls run from C++, without per-op Python overhead
     batches = [int(b) for b in args.batches.split(",")]
     rows = []
-    for name in args.models.split(","):
-        rows.extend(bench_model(name.strip(), batches, args))
+    all_models = {name.strip(): build_models(name.strip(), args) for name in args.models.split(",")}
+    with tempfile.TemporaryDirectory(prefix="edgevl-aot-") as args.aot_dir:
+        for batch in batches:
+            rows.extend(bench_batch(all_models, batch, args))
     best = {}
     for r in rows:
         key = (r["model"], r["batch"])
@@ -204,7 +238,7 @@ def main() -> None:
             s0_towers, vit_towers = towers[("MobileCLIP-S0", batch)], towers[("ViT-B-16", batch)]
             print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}, each tower on its fastest path): "
                   f"{sum(vit_towers) / sum(s0_towers):.2f}x ({sum(vit_towers):.2f} / {sum(s0_towers):.2f} ms)")
-        for path in ("eager", "reparam", "fast", "fast-bf16", "compiled"):
+        for path in ("eager", "reparam", "fast", "fast-bf16", "compiled", "aot"):
             s0, vit = by_key.get(("MobileCLIP-S0", batch, path)), by_key.get(("ViT-B-16", batch, path))
             if s0 and vit:
                 print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}, both {path}): "

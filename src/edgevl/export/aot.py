@@ -1,0 +1,159 @@
+"""AOTInductor packages of the optimized encoders: each tower compiled ahead of time to C++ (`.pt2`).
+
+A package runs the whole tower as generated C++ with oneDNN GEMMs and convolutions from prepacked weights and the
+elementwise ops fused into loops, so it pays neither the Python interpreter's per-module cost nor one dispatch per
+op. On small models at batch 1 that cost is a large share of the time (MobileCLIP-S0's image tower: 16.5 -> 14.0 ms,
+2 threads, see docs/benchmarks.md). Shapes are fixed at compile time (one batch size, image size and context length
+per package) and the compiled code targets the CPU and torch version it was built with; both are checked on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgevl.errors import DataError, EdgevlError
+from edgevl.models.optimize import optimize_for_inference
+
+MANIFEST = "aot.json"
+TOWERS = ("image", "text")
+
+
+class AotError(EdgevlError):
+    """An AOTInductor package that cannot be built or run here."""
+
+
+def _cpu_capability() -> str:
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def compile_module(module: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+    """Export `module` at `example`'s shape and compile it with AOTInductor (weights frozen in) to `path`.
+
+    The package is written to a temporary file beside `path` and moved into place, so a killed compile leaves no
+    half-written package. Needs a C++ compiler; export or compile failures raise `AotError`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".pt2", dir=path.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad():
+            try:
+                program = torch.export.export(module.eval(), (example,))
+                torch._inductor.aoti_compile_and_package(
+                    program, package_path=tmp, inductor_configs={"freezing": True}
+                )
+            except Exception as err:
+                raise AotError(f"could not compile {type(module).__name__} with AOTInductor: {err}") from err
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class AotTower:
+    """One compiled tower: checks the input shape (fixed at compile time), then runs the package."""
+
+    def __init__(self, path: str | Path, shape: list[int], dtype: torch.dtype) -> None:
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), dtype
+        self._run = torch._inductor.aoti_load_package(str(self.path))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape) != self.shape:
+            raise DataError(
+                f"{self.path.name} was compiled for inputs of shape {list(self.shape)}, got {list(x.shape)}; "
+                "compile another package for this shape (`edgevl.export.aot.compile_clip(..., batch=N)`)"
+            )
+        if x.dtype != self.dtype:
+            raise DataError(f"{self.path.name} takes {self.dtype} inputs, got {x.dtype}")
+        return self._run(x)
+
+
+class AotCLIP:
+    """`encode_image` / `encode_text` from the packages that `compile_clip` wrote to a folder."""
+
+    def __init__(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        manifest_path = folder / MANIFEST
+        if not manifest_path.is_file():
+            raise AotError(f"{folder} has no {MANIFEST}: not a folder written by edgevl.export.aot.compile_clip")
+        self.manifest = json.loads(manifest_path.read_text())
+        built = (self.manifest["torch"], self.manifest["cpu_capability"])
+        here = (torch.__version__, _cpu_capability())
+        if built != here:
+            raise AotError(
+                f"{folder} was compiled with torch {built[0]} for {built[1]} CPUs; this is torch {here[0]} on a "
+                f"{here[1]} CPU. Compile the packages again here."
+            )
+        dtypes = {"image": torch.float32, "text": torch.long}
+        self.towers = {
+            name: AotTower(folder / entry["file"], entry["shape"], dtypes[name])
+            for name, entry in self.manifest["towers"].items()
+        }
+        self.logit_scale = torch.tensor(self.manifest["logit_scale"])
+
+    def _tower(self, name: str) -> AotTower:
+        if name not in self.towers:
+            raise AotError(f"no {name} tower was compiled into this folder (towers: {', '.join(self.towers)})")
+        return self.towers[name]
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        out = self._tower("image")(images.contiguous(memory_format=torch.channels_last))
+        return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+
+    def encode_text(self, ids: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        out = self._tower("text")(ids)
+        return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+
+
+def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: tuple[str, ...] = TOWERS,
+                 model_name: str | None = None) -> dict[str, Any]:
+    """Compile `model`'s image and/or text tower (after `optimize_for_inference`) for `batch` inputs into `out`,
+    with an `aot.json` manifest; returns the manifest. Load the folder with `AotCLIP`.
+
+    The image size and context length are the model's own. Each tower is checked against the optimized model on
+    random inputs; a package whose outputs differ by more than 1e-4 (relative to the largest output) is an error.
+    """
+    unknown = set(towers) - set(TOWERS)
+    if unknown or not towers:
+        raise AotError(f"towers must be a non-empty subset of {TOWERS}, got {list(towers)}")
+    if batch < 1:
+        raise AotError(f"batch must be at least 1, got {batch}")
+    fast = optimize_for_inference(model)
+    gen = torch.Generator().manual_seed(0)
+    size = getattr(model, "model_cfg", {}).get("vision_cfg", {}).get("image_size", 224)
+    examples = {
+        "image": torch.rand(batch, 3, size, size, generator=gen).contiguous(memory_format=torch.channels_last),
+        "text": torch.randint(1, fast.text.vocab_size - 1, (batch, fast.context_length), generator=gen),
+    }
+    modules = {"image": fast.visual, "text": fast.text}
+    out = Path(out)
+    entries = {}
+    for name in towers:
+        path = compile_module(modules[name], examples[name], out / f"{name}.pt2")
+        with torch.inference_mode():
+            ref = modules[name](examples[name])
+            got = torch._inductor.aoti_load_package(str(path))(examples[name])
+        err = ((got - ref).abs().max() / ref.abs().max().clamp(min=1e-12)).item()
+        if not err <= 1e-4:
+            raise AotError(f"compiled {name} tower differs from the optimized model by {err:.2e} (relative)")
+        entries[name] = {"file": path.name, "shape": list(examples[name].shape), "max_rel_err": err}
+    manifest = {
+        "model": model_name,
+        "torch": torch.__version__,
+        "cpu_capability": _cpu_capability(),
+        "batch": batch,
+        "logit_scale": float(fast.scale().detach()),
+        "towers": entries,
+    }
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out / MANIFEST)
+    return manifest
