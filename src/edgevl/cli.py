@@ -212,6 +212,14 @@ def _add_model_flags(p: argparse.ArgumentParser, default_model: str = "MobileCLI
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
+def _add_aot_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--aot", default=None, metavar="DIR",
+        help="run the AOTInductor packages that `edgevl compile` wrote to DIR instead of the PyTorch model "
+        "(--model and --pretrained then come from DIR)",
+    )
+
+
 def _load_for_inference(args: argparse.Namespace):
     import torch
 
@@ -219,6 +227,15 @@ def _load_for_inference(args: argparse.Namespace):
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if getattr(args, "aot", None):
+        from edgevl.data.transforms import ImageTransform
+        from edgevl.export.aot import AotCLIP
+
+        model = AotCLIP(args.aot)
+        if model.model_name is None:
+            raise ValueError(f"{args.aot} was compiled without a model name, so its tokenizer is unknown")
+        edgevl.keep_freed_memory()
+        return model, ImageTransform(model.preprocess_cfg), edgevl.get_tokenizer(model.model_name)
     if args.pretrained is None:
         print(f"edgevl: warning: no --pretrained given, {args.model} has random weights", file=sys.stderr)
     model, _, preprocess = edgevl.create_model_and_transforms(args.model, pretrained=args.pretrained)
@@ -247,6 +264,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output file ending in .npy or .safetensors")
     p.add_argument("--no-normalize", action="store_true", help="store raw embeddings instead of L2-normalized")
     _add_model_flags(p)
+    _add_aot_flag(p)
     p.set_defaults(func=_run_embed)
 
 
@@ -287,6 +305,7 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=3, help="labels shown per image")
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
     _add_model_flags(p)
+    _add_aot_flag(p)
     p.set_defaults(func=_run_classify)
 
 
@@ -640,6 +659,48 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- compile
+def _add_compile(sub: argparse._SubParsersAction) -> None:
+    p = _subparser(
+        sub,
+        "compile",
+        "compile the optimized image/text towers ahead of time with AOTInductor (.pt2 packages for --aot)",
+        "Export the towers of `optimize_for_inference(model)` and compile them to C++ with AOTInductor (weights "
+        "frozen in), checking each against the PyTorch model. Needs a C++ compiler; ~10-30 s per tower. The "
+        "packages run on this torch version and CPU type only; `edgevl embed/classify --aot DIR` use them.",
+    )
+    p.add_argument("--model", required=True, help="registered model config name, e.g. MobileCLIP-S0")
+    p.add_argument("--pretrained", default=None,
+                   help="weights: a checkpoint file or model folder; without it the model has random weights")
+    p.add_argument("--out", required=True, help="output folder for image.pt2, text.pt2 and aot.json")
+    p.add_argument("--batch", type=int, default=1,
+                   help="batch size compiled in (other sizes run in chunks of it; 1 suits one-at-a-time apps)")
+    p.add_argument("--towers", default="image,text", help="comma-separated towers to compile: image, text")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for the parity check")
+    p.set_defaults(func=_run_compile)
+
+
+def _run_compile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    import edgevl
+    from edgevl.export.aot import compile_clip
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.pretrained is None:
+        print(f"edgevl: warning: no --pretrained given, {args.model} has random weights", file=sys.stderr)
+    model = edgevl.create_model(args.model, pretrained=args.pretrained).eval()
+    towers = tuple(t.strip() for t in args.towers.split(",") if t.strip())
+    manifest = compile_clip(model, args.out, batch=args.batch, towers=towers, model_name=args.model)
+    for name, entry in manifest["towers"].items():
+        print(f"{name}: {Path(args.out) / entry['file']} (input {entry['shape']}, "
+              f"max relative error {entry['max_rel_err']:.1e} vs PyTorch)")
+    return 0
+
+
 # ------------------------------------------------------------------------------------- reinforce
 def _add_reinforce(sub: argparse._SubParsersAction) -> None:
     p = _subparser(
@@ -859,6 +920,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train_captioner,
     _add_convert,
     _add_export,
+    _add_compile,
     _add_demo,
 ]
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 import edgevl
+from edgevl.cli import main
 from edgevl.errors import DataError
 from edgevl.export.aot import MANIFEST, AotCLIP, AotError, compile_clip, compile_module
+from edgevl.models.factory import preprocess_cfg_for
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                 reason="AOTInductor needs a C++ compiler")
@@ -57,15 +60,29 @@ def test_compiled_towers_match_eager_on_new_inputs(model, compiled):
                                    model.encode_image(images, normalize=True), atol=1e-5, rtol=0)
     assert manifest["torch"] == torch.__version__
     assert manifest["towers"]["text"]["shape"] == [BATCH, model.context_length]
-    assert clip.logit_scale.item() == pytest.approx(model.scale().item())
+    assert clip.scale().item() == pytest.approx(model.scale().item())
+    assert clip.context_length == model.context_length
+    assert clip.preprocess_cfg == preprocess_cfg_for(model)
+
+
+@pytest.mark.parametrize("n", [1, BATCH + 1, 2 * BATCH])
+def test_other_batch_sizes_run_in_padded_chunks(model, compiled, n):
+    manifest, out = compiled
+    clip = AotCLIP(out)
+    size = manifest["towers"]["image"]["shape"][2]
+    images = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
+    ids = edgevl.tokenize([f"{i} green cones" for i in range(n)], model.context_length)
+    with torch.inference_mode():
+        torch.testing.assert_close(clip.encode_image(images), model.encode_image(images), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(clip.encode_text(ids), model.encode_text(ids), atol=1e-5, rtol=1e-5)
 
 
 def test_other_shapes_are_refused_with_the_compiled_shape(compiled):
     manifest, out = compiled
     clip = AotCLIP(out)
     size = manifest["towers"]["image"]["shape"][2]
-    with pytest.raises(DataError, match=rf"\[{BATCH}, 3, {size}, {size}\]"):
-        clip.encode_image(torch.zeros(BATCH + 1, 3, size, size))
+    with pytest.raises(DataError, match=rf"\[batch, 3, {size}, {size}\]"):
+        clip.encode_image(torch.zeros(BATCH, 3, size + 32, size + 32))
     with pytest.raises(DataError, match="torch.int64"):
         clip.encode_text(torch.zeros(BATCH, manifest["towers"]["text"]["shape"][1], dtype=torch.int32))
 
@@ -109,3 +126,19 @@ def test_failed_compile_leaves_no_file(tmp_path):
     with pytest.raises(AotError, match="could not compile Broken"):
         compile_module(Broken(), torch.ones(2), tmp_path / "broken.pt2")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_compile_then_embed_with_aot(model, tmp_path, capsys):
+    weights = tmp_path / "weights"
+    edgevl.save_pretrained(model, weights)
+    packages = tmp_path / "aot"
+    assert main(["compile", "--model", NAME, "--pretrained", str(weights), "--out", str(packages), "--batch", "2",
+                 "--towers", "text"]) == 0
+    assert "text.pt2" in capsys.readouterr().out
+    texts = ["a red cube", "two blue spheres", "a green cone"]
+    assert main(["embed", "--texts", *texts, "--aot", str(packages), "--out", str(tmp_path / "aot.npy")]) == 0
+    assert main(["embed", "--texts", *texts, "--model", NAME, "--pretrained", str(weights),
+                 "--out", str(tmp_path / "torch.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "aot.npy"), np.load(tmp_path / "torch.npy"), atol=1e-5)
+    assert main(["classify", str(tmp_path / "none.png"), "--labels", "a,b", "--aot", str(tmp_path)]) == 2
+    assert "no aot.json" in capsys.readouterr().err

@@ -4,11 +4,13 @@ A package runs the whole tower as generated C++ with oneDNN GEMMs and convolutio
 elementwise ops fused into loops, so it pays neither the Python interpreter's per-module cost nor one dispatch per
 op. On small models at batch 1 that cost is a large share of the time (MobileCLIP-S0's image tower: 16.5 -> 14.0 ms,
 2 threads, see docs/benchmarks.md). Shapes are fixed at compile time (one batch size, image size and context length
-per package) and the compiled code targets the CPU and torch version it was built with; both are checked on load.
+per package; other batch sizes run in chunks of the compiled one) and the compiled code targets the CPU and torch
+version it was built with; both are checked on load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -16,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from edgevl.data.transforms import PreprocessCfg
 from edgevl.errors import DataError, EdgevlError
+from edgevl.models.factory import preprocess_cfg_for
 from edgevl.models.optimize import optimize_for_inference
 
 MANIFEST = "aot.json"
@@ -59,25 +64,41 @@ def compile_module(module: nn.Module, example: torch.Tensor, path: str | Path) -
 
 
 class AotTower:
-    """One compiled tower: checks the input shape (fixed at compile time), then runs the package."""
+    """One compiled tower. Inputs of any batch size run in chunks of the compiled batch (the last one padded with
+    copies of its first row, whose outputs are dropped); the other dimensions must match the compiled shape."""
 
     def __init__(self, path: str | Path, shape: list[int], dtype: torch.dtype) -> None:
         self.path, self.shape, self.dtype = Path(path), tuple(shape), dtype
         self._run = torch._inductor.aoti_load_package(str(self.path))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape) != self.shape:
+        if x.dim() != len(self.shape) or tuple(x.shape[1:]) != self.shape[1:] or len(x) == 0:
             raise DataError(
-                f"{self.path.name} was compiled for inputs of shape {list(self.shape)}, got {list(x.shape)}; "
-                "compile another package for this shape (`edgevl.export.aot.compile_clip(..., batch=N)`)"
+                f"{self.path.name} was compiled for inputs of shape [batch, {', '.join(map(str, self.shape[1:]))}]"
+                f", got {list(x.shape)}"
             )
         if x.dtype != self.dtype:
             raise DataError(f"{self.path.name} takes {self.dtype} inputs, got {x.dtype}")
-        return self._run(x)
+        batch = self.shape[0]
+        if len(x) == batch:
+            return self._run(x)
+        outs = []
+        for start in range(0, len(x), batch):
+            chunk = x[start : start + batch]
+            rows = len(chunk)
+            if rows < batch:
+                chunk = torch.cat([chunk, chunk[:1].expand(batch - rows, *chunk.shape[1:])])
+            outs.append(self._run(chunk.contiguous(memory_format=_memory_format(x)))[:rows])
+        return torch.cat(outs)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 class AotCLIP:
-    """`encode_image` / `encode_text` from the packages that `compile_clip` wrote to a folder."""
+    """`encode_image` / `encode_text` (and `logit_scale`, `preprocess`) from a folder `compile_clip` wrote."""
 
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -97,20 +118,31 @@ class AotCLIP:
             name: AotTower(folder / entry["file"], entry["shape"], dtypes[name])
             for name, entry in self.manifest["towers"].items()
         }
+        self.model_name: str | None = self.manifest["model"]
         self.logit_scale = torch.tensor(self.manifest["logit_scale"])
+        pp = self.manifest["preprocess"]
+        self.preprocess_cfg = PreprocessCfg(**{k: tuple(v) if isinstance(v, list) else v for k, v in pp.items()})
+
+    @property
+    def context_length(self) -> int:
+        return self._tower("text").shape[1]
 
     def _tower(self, name: str) -> AotTower:
         if name not in self.towers:
             raise AotError(f"no {name} tower was compiled into this folder (towers: {', '.join(self.towers)})")
         return self.towers[name]
 
+    def scale(self) -> torch.Tensor:
+        """exp(logit_scale) clamped at 100, as `CLIP.scale`."""
+        return self.logit_scale.exp().clamp(max=100.0)
+
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         out = self._tower("image")(images.contiguous(memory_format=torch.channels_last))
-        return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+        return F.normalize(out, dim=-1) if normalize else out
 
     def encode_text(self, ids: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         out = self._tower("text")(ids)
-        return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+        return F.normalize(out, dim=-1) if normalize else out
 
 
 def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: tuple[str, ...] = TOWERS,
@@ -150,7 +182,8 @@ def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: t
         "torch": torch.__version__,
         "cpu_capability": _cpu_capability(),
         "batch": batch,
-        "logit_scale": float(fast.scale().detach()),
+        "logit_scale": float(fast.logit_scale.detach()),
+        "preprocess": {k: v for k, v in dataclasses.asdict(preprocess_cfg_for(model)).items() if k != "extra"},
         "towers": entries,
     }
     tmp = out / f".{MANIFEST}.tmp"

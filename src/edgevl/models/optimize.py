@@ -317,10 +317,11 @@ class FusedFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])  # 2-D: oneDNN's 3-D/4-D path is slower
+        res_rows = residual.reshape(-1, residual.shape[-1])
         if not _packing_ok(x, self.w1) or residual.dtype != self.w2.dtype:
             hidden = packed_linear(rows, self.w1, self.b1, self.pack1, gelu=True)
-            return residual + F.linear(hidden, self.w2, self.b2).view(residual.shape)
-        res_rows = residual.reshape(-1, residual.shape[-1])
+            # the add right after the 2-D GEMM: inductor's freezing passes fuse it into the GEMM's epilogue
+            return (F.linear(hidden, self.w2, self.b2) + res_rows).view(residual.shape)
         tile = self._tile_rows()
         if len(rows) < 2 * tile:
             return self._tile(rows, res_rows).view(residual.shape)
