@@ -16,6 +16,7 @@ layout, eval mode) model. Paths:
 - aot:          fast exported (`torch.export`) and compiled ahead of time by AOTInductor with frozen weights
                 (`--aot`; `edgevl.export.aot`, the `.pt2` packages `edgevl compile` writes; needs a C++ compiler,
                 ~10-20 s per tower and batch size; fixed shapes, so text towers run the full context)
+- aot-bf16:     aot compiled from a bfloat16 copy of the fast model (`--aot --bf16`; a looser tolerance applies)
 
     python benchmarks/encoders.py --models MobileCLIP-S0,MobileCLIP-S1,MobileCLIP-S2,MobileCLIP-B,ViT-B-16 \
         --batches 1,32 --repeats 20 --out docs/benchmarks_encoders.json
@@ -24,6 +25,7 @@ layout, eval mode) model. Paths:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -94,11 +96,16 @@ def _paths(models: dict, image: torch.Tensor, text: torch.Tensor, args: argparse
     if args.aot:
         img_a, txt_a = _aot_towers(fast, image_cl, text, args.aot_dir)
         paths["aot"] = (lambda: img_a(image_cl), lambda: txt_a(text), FP32_TOL)
+        if args.bf16:
+            fast_bf16 = models.setdefault("fast_bf16", copy.deepcopy(fast).to(torch.bfloat16))
+            image_bf16 = image_cl.bfloat16()
+            img_b, txt_b = _aot_towers(fast_bf16, image_bf16, text, args.aot_dir)
+            paths["aot-bf16"] = (lambda: img_b(image_bf16).float(), lambda: txt_b(text).float(), BF16_TOL)
     return paths
 
 
 def _aot_towers(fast: torch.nn.Module, image: torch.Tensor, text: torch.Tensor, folder: str) -> tuple:
-    """AOTInductor packages of `fast`'s towers for exactly these inputs' shapes, loaded."""
+    """AOTInductor packages of `fast`'s towers for exactly these inputs' shapes and dtypes, loaded."""
     stem = Path(folder) / f"{id(fast)}-b{image.shape[0]}"
     image_pt2 = compile_module(fast.visual, image, f"{stem}-image.pt2")
     text_pt2 = compile_module(fast.text, text, f"{stem}-text.pt2")
@@ -186,7 +193,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--aot", action="store_true",
-        help="also time AOTInductor packages of the fast towers (edgevl.export.aot; ~10-20 s compile per tower)",
+        help="also time AOTInductor packages of the fast towers (edgevl.export.aot; ~10-20 s compile per tower; "
+        "with --bf16 also bfloat16 packages)",
     )
     parser.add_argument(
         "--malloc", default="keep", choices=["keep", "default"],
@@ -238,7 +246,7 @@ def main() -> None:
             s0_towers, vit_towers = towers[("MobileCLIP-S0", batch)], towers[("ViT-B-16", batch)]
             print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}, each tower on its fastest path): "
                   f"{sum(vit_towers) / sum(s0_towers):.2f}x ({sum(vit_towers):.2f} / {sum(s0_towers):.2f} ms)")
-        for path in ("eager", "reparam", "fast", "fast-bf16", "compiled", "aot"):
+        for path in ("eager", "reparam", "fast", "fast-bf16", "compiled", "aot", "aot-bf16"):
             s0, vit = by_key.get(("MobileCLIP-S0", batch, path)), by_key.get(("ViT-B-16", batch, path))
             if s0 and vit:
                 print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}, both {path}): "

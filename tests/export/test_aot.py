@@ -142,3 +142,21 @@ def test_cli_compile_then_embed_with_aot(model, tmp_path, capsys):
     np.testing.assert_allclose(np.load(tmp_path / "aot.npy"), np.load(tmp_path / "torch.npy"), atol=1e-5)
     assert main(["classify", str(tmp_path / "none.png"), "--labels", "a,b", "--aot", str(tmp_path)]) == 2
     assert "no aot.json" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="CPU without oneDNN bf16")
+def test_bf16_packages_stay_close_to_fp32(model, tmp_path):
+    manifest = compile_clip(model, tmp_path, batch=1, towers=("image",), precision="bf16")
+    assert manifest["precision"] == "bf16"
+    clip = AotCLIP(tmp_path)
+    images = torch.rand(3, 3, *manifest["towers"]["image"]["shape"][2:], generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        got, ref = clip.encode_image(images), model.encode_image(images)
+    assert got.dtype == torch.float32
+    assert (got - ref).abs().max() <= 5e-2 * ref.abs().max()
+    assert torch.nn.functional.cosine_similarity(got, ref).min() > 0.99
+
+
+def test_unknown_precision_is_refused(model, tmp_path):
+    with pytest.raises(AotError, match="precision"):
+        compile_clip(model, tmp_path, precision="int4")

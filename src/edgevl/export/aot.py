@@ -5,11 +5,13 @@ elementwise ops fused into loops, so it pays neither the Python interpreter's pe
 op. On small models at batch 1 that cost is a large share of the time (MobileCLIP-S0's image tower: 16.5 -> 14.0 ms,
 2 threads, see docs/benchmarks.md). Shapes are fixed at compile time (one batch size, image size and context length
 per package; other batch sizes run in chunks of the compiled one) and the compiled code targets the CPU and torch
-version it was built with; both are checked on load.
+version it was built with; both are checked on load. bfloat16 packages (`precision="bf16"`) halve the GEMM work on
+CPUs with AVX-512 bf16 or AMX.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -28,6 +30,9 @@ from edgevl.models.optimize import optimize_for_inference
 
 MANIFEST = "aot.json"
 TOWERS = ("image", "text")
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# largest output difference (relative to the largest output) a package may show against the float32 model
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
 
 
 class AotError(EdgevlError):
@@ -113,7 +118,8 @@ class AotCLIP:
                 f"{folder} was compiled with torch {built[0]} for {built[1]} CPUs; this is torch {here[0]} on a "
                 f"{here[1]} CPU. Compile the packages again here."
             )
-        dtypes = {"image": torch.float32, "text": torch.long}
+        precision = self.manifest.get("precision", "fp32")
+        dtypes = {"image": PRECISIONS[precision], "text": torch.long}
         self.towers = {
             name: AotTower(folder / entry["file"], entry["shape"], dtypes[name])
             for name, entry in self.manifest["towers"].items()
@@ -137,22 +143,30 @@ class AotCLIP:
         return self.logit_scale.exp().clamp(max=100.0)
 
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        out = self._tower("image")(images.contiguous(memory_format=torch.channels_last))
+        """Image embeddings (float32) of float images; cast to the package's precision first."""
+        tower = self._tower("image")
+        out = tower(images.to(tower.dtype).contiguous(memory_format=torch.channels_last)).float()
         return F.normalize(out, dim=-1) if normalize else out
 
     def encode_text(self, ids: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        out = self._tower("text")(ids)
+        out = self._tower("text")(ids).float()
         return F.normalize(out, dim=-1) if normalize else out
 
 
 def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: tuple[str, ...] = TOWERS,
-                 model_name: str | None = None) -> dict[str, Any]:
+                 model_name: str | None = None, precision: str = "fp32") -> dict[str, Any]:
     """Compile `model`'s image and/or text tower (after `optimize_for_inference`) for `batch` inputs into `out`,
     with an `aot.json` manifest; returns the manifest. Load the folder with `AotCLIP`.
 
-    The image size and context length are the model's own. Each tower is checked against the optimized model on
-    random inputs; a package whose outputs differ by more than 1e-4 (relative to the largest output) is an error.
+    The image size and context length are the model's own. `precision="bf16"` compiles bfloat16 weights and
+    activations (oneDNN's bf16 kernels: for CPUs with AVX-512 bf16 or AMX). Each tower is checked against the
+    float32 optimized model on random inputs; a package whose outputs differ by more than `TOLERANCE[precision]`
+    (relative to the largest output) is an error.
     """
+    if precision not in PRECISIONS:
+        raise AotError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise AotError("this CPU has no bf16 support in oneDNN (needs AVX-512 bf16 or AMX); use precision='fp32'")
     unknown = set(towers) - set(TOWERS)
     if unknown or not towers:
         raise AotError(f"towers must be a non-empty subset of {TOWERS}, got {list(towers)}")
@@ -165,16 +179,19 @@ def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: t
         "image": torch.rand(batch, 3, size, size, generator=gen).contiguous(memory_format=torch.channels_last),
         "text": torch.randint(1, fast.text.vocab_size - 1, (batch, fast.context_length), generator=gen),
     }
-    modules = {"image": fast.visual, "text": fast.text}
+    dtype = PRECISIONS[precision]
+    low = copy.deepcopy(fast).to(dtype) if dtype != torch.float32 else fast
+    modules = {"image": low.visual, "text": low.text}
+    inputs = {"image": examples["image"].to(dtype), "text": examples["text"]}
     out = Path(out)
     entries = {}
     for name in towers:
-        path = compile_module(modules[name], examples[name], out / f"{name}.pt2")
+        path = compile_module(modules[name], inputs[name], out / f"{name}.pt2")
         with torch.inference_mode():
-            ref = modules[name](examples[name])
-            got = torch._inductor.aoti_load_package(str(path))(examples[name])
+            ref = (fast.visual if name == "image" else fast.text)(examples[name])
+            got = torch._inductor.aoti_load_package(str(path))(inputs[name]).float()
         err = ((got - ref).abs().max() / ref.abs().max().clamp(min=1e-12)).item()
-        if not err <= 1e-4:
+        if not err <= TOLERANCE[precision]:
             raise AotError(f"compiled {name} tower differs from the optimized model by {err:.2e} (relative)")
         entries[name] = {"file": path.name, "shape": list(examples[name].shape), "max_rel_err": err}
     manifest = {
@@ -182,6 +199,7 @@ def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: t
         "torch": torch.__version__,
         "cpu_capability": _cpu_capability(),
         "batch": batch,
+        "precision": precision,
         "logit_scale": float(fast.logit_scale.detach()),
         "preprocess": {k: v for k, v in dataclasses.asdict(preprocess_cfg_for(model)).items() if k != "extra"},
         "towers": entries,
