@@ -168,6 +168,43 @@ def bench_batch(all_models: dict[str, dict], batch: int, args: argparse.Namespac
     return rows
 
 
+def summarize(rows: list[dict], batches: list[int]) -> None:
+    """Print the fastest path per model and the ViT-B/16 ÷ MobileCLIP-S0 ratios under each accounting."""
+    best = {}
+    for r in rows:
+        key = (r["model"], r["batch"])
+        if r["within_tol"] and (key not in best or r["total_ms"] < best[key]["total_ms"]):
+            best[key] = r
+    print("\nfastest path within tolerance, image+text:")
+    for (model, batch), r in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(f"  {model:14s} b={batch:<3d} {r['path']:10s} {r['total_ms']:9.2f} ms")
+    by_key = {(r["model"], r["batch"], r["path"]): r for r in rows}
+    # (model, batch, float32 paths only?) -> fastest image ms + fastest text ms, each over the paths within tolerance
+    towers = {}
+    for r in rows:
+        if r["within_tol"]:
+            for fp32_only in (False, True):
+                if fp32_only and r["path"].endswith("-bf16"):
+                    continue
+                key = (r["model"], r["batch"], fp32_only)
+                img, txt = towers.get(key, (float("inf"), float("inf")))
+                towers[key] = (min(img, r["image_ms"]), min(txt, r["text_ms"]))
+    for batch in batches:
+        if ("MobileCLIP-S0", batch) in best and ("ViT-B-16", batch) in best:
+            ratio = best[("ViT-B-16", batch)]["total_ms"] / best[("MobileCLIP-S0", batch)]["total_ms"]
+            print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}, each on its fastest path): {ratio:.2f}x")
+            for fp32_only, which in ((False, "fastest path"), (True, "fastest float32 path")):
+                s0_towers = towers[("MobileCLIP-S0", batch, fp32_only)]
+                vit_towers = towers[("ViT-B-16", batch, fp32_only)]
+                print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}, each tower on its {which}): "
+                      f"{sum(vit_towers) / sum(s0_towers):.2f}x ({sum(vit_towers):.2f} / {sum(s0_towers):.2f} ms)")
+        for path in ("eager", "reparam", "fast", "fast-bf16", "compiled", "aot", "aot-bf16"):
+            s0, vit = by_key.get(("MobileCLIP-S0", batch, path)), by_key.get(("ViT-B-16", batch, path))
+            if s0 and vit:
+                print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}, both {path}): "
+                      f"{vit['total_ms'] / s0['total_ms']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -225,32 +262,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgevl-aot-") as args.aot_dir:
         for batch in batches:
             rows.extend(bench_batch(all_models, batch, args))
-    best = {}
-    for r in rows:
-        key = (r["model"], r["batch"])
-        if r["within_tol"] and (key not in best or r["total_ms"] < best[key]["total_ms"]):
-            best[key] = r
-    print("\nfastest path within tolerance, image+text:")
-    for (model, batch), r in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"  {model:14s} b={batch:<3d} {r['path']:10s} {r['total_ms']:9.2f} ms")
-    by_key = {(r["model"], r["batch"], r["path"]): r for r in rows}
-    towers = {}  # (model, batch) -> fastest image ms + fastest text ms, each over the paths within tolerance
-    for r in rows:
-        if r["within_tol"]:
-            img, txt = towers.get((r["model"], r["batch"]), (float("inf"), float("inf")))
-            towers[(r["model"], r["batch"])] = (min(img, r["image_ms"]), min(txt, r["text_ms"]))
-    for batch in batches:
-        if ("MobileCLIP-S0", batch) in best and ("ViT-B-16", batch) in best:
-            ratio = best[("ViT-B-16", batch)]["total_ms"] / best[("MobileCLIP-S0", batch)]["total_ms"]
-            print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}, each on its fastest path): {ratio:.2f}x")
-            s0_towers, vit_towers = towers[("MobileCLIP-S0", batch)], towers[("ViT-B-16", batch)]
-            print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}, each tower on its fastest path): "
-                  f"{sum(vit_towers) / sum(s0_towers):.2f}x ({sum(vit_towers):.2f} / {sum(s0_towers):.2f} ms)")
-        for path in ("eager", "reparam", "fast", "fast-bf16", "compiled", "aot", "aot-bf16"):
-            s0, vit = by_key.get(("MobileCLIP-S0", batch, path)), by_key.get(("ViT-B-16", batch, path))
-            if s0 and vit:
-                print(f"  ViT-B-16 / MobileCLIP-S0 (image+text, batch {batch}, both {path}): "
-                      f"{vit['total_ms'] / s0['total_ms']:.2f}x")
+    summarize(rows, batches)
     if args.out:
         meta = {"torch": torch.__version__, "threads": args.threads, "block": args.block, "allocator": allocator,
                 "machine": platform.machine(), "rows": rows}
