@@ -103,7 +103,8 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 
 class AotCLIP:
-    """`encode_image` / `encode_text` (and `logit_scale`, `preprocess`) from a folder `compile_clip` wrote."""
+    """`encode_image` / `encode_text` (and `scale()`, `preprocess_cfg`, `context_length`) from a folder that
+    `compile_clip` wrote."""
 
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -192,6 +193,7 @@ def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: t
             got = torch._inductor.aoti_load_package(str(path))(inputs[name]).float()
         err = ((got - ref).abs().max() / ref.abs().max().clamp(min=1e-12)).item()
         if not err <= TOLERANCE[precision]:
+            path.unlink()
             raise AotError(f"compiled {name} tower differs from the optimized model by {err:.2e} (relative)")
         entries[name] = {"file": path.name, "shape": list(examples[name].shape), "max_rel_err": err}
     manifest = {
