@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import edgevl
+import edgevl.export.aot
 from edgevl.cli import main
 from edgevl.errors import DataError
 from edgevl.export.aot import MANIFEST, AotCLIP, AotError, compile_clip, compile_module
@@ -160,3 +161,10 @@ def test_bf16_packages_stay_close_to_fp32(model, tmp_path):
 def test_unknown_precision_is_refused(model, tmp_path):
     with pytest.raises(AotError, match="precision"):
         compile_clip(model, tmp_path, precision="int4")
+
+
+def test_a_package_failing_its_parity_check_is_removed(model, tmp_path, monkeypatch):
+    monkeypatch.setitem(edgevl.export.aot.TOLERANCE, "fp32", -1.0)  # every package now counts as wrong
+    with pytest.raises(AotError, match="compiled text tower differs"):
+        compile_clip(model, tmp_path, towers=("text",))
+    assert list(tmp_path.iterdir()) == []
