@@ -97,7 +97,9 @@ def _paths(models: dict, image: torch.Tensor, text: torch.Tensor, args: argparse
         img_a, txt_a = _aot_towers(fast, image_cl, text, args.aot_dir)
         paths["aot"] = (lambda: img_a(image_cl), lambda: txt_a(text), FP32_TOL)
         if args.bf16:
-            fast_bf16 = models.setdefault("fast_bf16", copy.deepcopy(fast).to(torch.bfloat16))
+            if "fast_bf16" not in models:  # one bfloat16 copy per model, shared by the batch sizes
+                models["fast_bf16"] = copy.deepcopy(fast).to(torch.bfloat16)
+            fast_bf16 = models["fast_bf16"]
             image_bf16 = image_cl.bfloat16()
             img_b, txt_b = _aot_towers(fast_bf16, image_bf16, text, args.aot_dir)
             paths["aot-bf16"] = (lambda: img_b(image_bf16).float(), lambda: txt_b(text).float(), BF16_TOL)

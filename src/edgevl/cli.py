@@ -212,6 +212,11 @@ def _add_model_flags(p: argparse.ArgumentParser, default_model: str = "MobileCLI
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
+def _warn_if_random_weights(args: argparse.Namespace) -> None:
+    if args.pretrained is None:
+        print(f"edgevl: warning: no --pretrained given, {args.model} has random weights", file=sys.stderr)
+
+
 def _add_aot_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--aot", default=None, metavar="DIR",
@@ -236,8 +241,7 @@ def _load_for_inference(args: argparse.Namespace):
             raise ValueError(f"{args.aot} was compiled without a model name, so its tokenizer is unknown")
         edgevl.keep_freed_memory()
         return model, ImageTransform(model.preprocess_cfg), edgevl.get_tokenizer(model.model_name)
-    if args.pretrained is None:
-        print(f"edgevl: warning: no --pretrained given, {args.model} has random weights", file=sys.stderr)
+    _warn_if_random_weights(args)
     model, _, preprocess = edgevl.create_model_and_transforms(args.model, pretrained=args.pretrained)
     model = edgevl.optimize_for_inference(model)
     edgevl.keep_freed_memory()  # a process that runs the model batch after batch: reuse the freed activations
@@ -693,8 +697,7 @@ def _run_compile(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.pretrained is None:
-        print(f"edgevl: warning: no --pretrained given, {args.model} has random weights", file=sys.stderr)
+    _warn_if_random_weights(args)
     model = edgevl.create_model(args.model, pretrained=args.pretrained).eval()
     towers = tuple(t.strip() for t in args.towers.split(",") if t.strip())
     manifest = compile_clip(model, args.out, batch=args.batch, towers=towers, model_name=args.model,
@@ -806,8 +809,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from edgevl.export.pipeline import export_model
 
-    if args.model and args.pretrained is None:
-        print(f"edgevl: warning: no --pretrained given, {args.model} has random weights", file=sys.stderr)
+    if args.model:
+        _warn_if_random_weights(args)
     manifest = export_model(
         args.out, model_name=args.model, pretrained=args.pretrained, parts=args.parts, captioner=args.captioner,
         exporter=args.exporter, opset=args.opset, quantize=args.quantize, tolerance=args.tolerance,

@@ -87,13 +87,13 @@ class AotTower:
         batch = self.shape[0]
         if len(x) == batch:
             return self._run(x)
-        outs = []
+        outs, memory_format = [], _memory_format(x)
         for start in range(0, len(x), batch):
             chunk = x[start : start + batch]
             rows = len(chunk)
             if rows < batch:
                 chunk = torch.cat([chunk, chunk[:1].expand(batch - rows, *chunk.shape[1:])])
-            outs.append(self._run(chunk.contiguous(memory_format=_memory_format(x)))[:rows])
+            outs.append(self._run(chunk.contiguous(memory_format=memory_format))[:rows])
         return torch.cat(outs)
 
 
@@ -175,7 +175,8 @@ def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: t
         raise AotError(f"batch must be at least 1, got {batch}")
     fast = optimize_for_inference(model)
     gen = torch.Generator().manual_seed(0)
-    size = getattr(model, "model_cfg", {}).get("vision_cfg", {}).get("image_size", 224)
+    preprocess = preprocess_cfg_for(model)
+    size = preprocess.size  # the images `AotCLIP.preprocess_cfg` produces, so `--aot` runs take them as they are
     examples = {
         "image": torch.rand(batch, 3, size, size, generator=gen).contiguous(memory_format=torch.channels_last),
         "text": torch.randint(1, fast.text.vocab_size - 1, (batch, fast.context_length), generator=gen),
@@ -203,7 +204,7 @@ def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: t
         "batch": batch,
         "precision": precision,
         "logit_scale": float(fast.logit_scale.detach()),
-        "preprocess": {k: v for k, v in dataclasses.asdict(preprocess_cfg_for(model)).items() if k != "extra"},
+        "preprocess": {k: v for k, v in dataclasses.asdict(preprocess).items() if k != "extra"},
         "towers": entries,
     }
     tmp = out / f".{MANIFEST}.tmp"
