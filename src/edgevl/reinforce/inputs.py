@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 
 from edgevl.data.readers import SkipLog, open_dataset, parse_spec
-from edgevl.data.readers.base import MapReader, Sample
+from edgevl.data.readers.base import MapReader, Sample, read_one
 from edgevl.data.readers.webdataset import IMAGE_EXTS, ShardedTarReader, SkipSample
 from edgevl.errors import ConfigError
 
@@ -122,15 +122,17 @@ class InputShards:
 
     def _tar_samples(self, shard: int, skip_log: SkipLog) -> Iterator[InputSample]:
         reader = self.reader
+
+        def decode(raw: dict[str, Any]) -> InputSample:
+            sample = reader.decode(raw)
+            ext = next(e for e in IMAGE_EXTS if e in raw)
+            meta = json.loads(raw["json"].decode("utf-8")) if "json" in raw else {}
+            return InputSample(sample.key, sample.image, raw[ext], ext, _caption(sample), meta, sample.label)
+
         for raw in reader.shard_samples(shard):
-            key, url = str(raw.get("__key__")), str(raw.get("__url__"))
-            try:
-                sample = reader.decode(raw)
-                ext = next(e for e in IMAGE_EXTS if e in raw)
-                meta = json.loads(raw["json"].decode("utf-8")) if "json" in raw else {}
-                yield InputSample(key, sample.image, raw[ext], ext, _caption(sample), meta, sample.label)
-            except SkipSample as exc:
-                skip_log.skip(key, exc.kind, exc.reason, url)
+            item = read_one(skip_log, str(raw.get("__key__")), str(raw.get("__url__")), lambda raw=raw: decode(raw))
+            if item is not None:
+                yield item
 
     def _map_samples(self, shard: int, skip_log: SkipLog) -> Iterator[InputSample]:
         reader = self.reader
@@ -139,16 +141,19 @@ class InputShards:
             sample = reader[index]
             if sample is None:
                 continue
-            try:
-                caption = _caption(sample)
-            except SkipSample as exc:
-                skip_log.skip(sample.key, exc.kind, exc.reason, reader.source)
-                continue
-            path = sample.meta.get("path")
-            ext = Path(path).suffix.lower().lstrip(".") if path else ""
-            if ext in IMAGE_EXTS:
-                data = Path(path).read_bytes()
-            else:
-                data, ext = _encode_png(sample.image), "png"
-            meta = {k: v for k, v in sample.meta.items() if isinstance(v, (str, int, float, bool))}
-            yield InputSample(sample.key, sample.image, data, ext, caption, meta, sample.label)
+            item = read_one(skip_log, sample.key, reader.source, lambda sample=sample: _from_map_sample(sample))
+            if item is not None:
+                yield item
+
+
+def _from_map_sample(sample: Sample) -> InputSample:
+    """An `InputSample` of a map reader's sample: the original file's bytes when it is a known image type."""
+    caption = _caption(sample)
+    path = sample.meta.get("path")
+    ext = Path(path).suffix.lower().lstrip(".") if path else ""
+    if ext in IMAGE_EXTS:
+        data = Path(path).read_bytes()
+    else:
+        data, ext = _encode_png(sample.image), "png"
+    meta = {k: v for k, v in sample.meta.items() if isinstance(v, (str, int, float, bool))}
+    return InputSample(sample.key, sample.image, data, ext, caption, meta, sample.label)

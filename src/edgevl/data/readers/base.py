@@ -1,8 +1,10 @@
 """What every reader shares: the `Sample` record, skipped-sample accounting, worker/rank sharding, collation.
 
-Bad data never stops a job: a reader turns each problem into a `SkipSample`, the `SkipLog` counts it (and
-appends it to a per-process JSONL file when given a directory), and the sample is dropped. With
-`strict=True` the first problem raises `DataError` naming the sample and the reason instead.
+Bad data never stops a job. Every reader decodes a sample inside `read_one`, the one place where a problem of
+any kind with one sample (a `SkipSample` a reader raised, or any other exception its data provoked) becomes
+a `SkipLog` entry: the log counts it by kind (and appends it to a per-process JSONL file when given a
+directory), and the sample is dropped while its neighbours go on. With `strict=True` the first problem
+raises `DataError` naming the sample and the reason instead.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -28,6 +30,7 @@ from edgevl.errors import ConfigError, DataError, ImageLoadError
 CAPTION_MODES = ("first", "random", "all")
 SKIP_LOG_GLOB = "skips-*.jsonl"
 
+T = TypeVar("T")
 Transform = Callable[[Image.Image], Any]
 Tokenizer = Callable[[str | list[str]], torch.Tensor]
 
@@ -56,6 +59,25 @@ class SkipSample(Exception):
         self.kind = kind
         self.reason = reason
         super().__init__(f"{kind}: {reason}")
+
+
+def read_one(skip_log: SkipLog, key: str, source: str, decode: Callable[[], T]) -> T | None:
+    """Run `decode()` for one sample; any problem with that sample becomes a counted skip and None.
+
+    A `SkipSample` keeps its kind; any other exception (a new kind of damage no reader anticipated) is counted
+    as `bad_sample` with its type and message, so it can neither crash a run nor drop the samples after it.
+    Configuration errors and strict-mode `DataError`s are not about one sample and propagate.
+    """
+    try:
+        return decode()
+    except SkipSample as exc:
+        skip_log.skip(key, exc.kind, exc.reason, source)
+    except (ConfigError, DataError):
+        raise
+    except Exception as exc:  # the point: unknown per-sample damage is counted, not fatal
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}"
+        skip_log.skip(key, "bad_sample", reason[:500], source)
+    return None
 
 
 def image_problem(exc: ImageLoadError) -> SkipSample:
@@ -149,10 +171,12 @@ def merge_skip_logs(log_dir: str | os.PathLike) -> Counter[str]:
     return counts
 
 
-def decode_caption(raw: bytes | str | None) -> str:
-    """UTF-8 caption text, stripped; raises `SkipSample` for missing, non-UTF-8 or empty captions."""
+def decode_caption(raw: Any) -> str:
+    """UTF-8 caption text, stripped; raises `SkipSample` for missing, non-text, non-UTF-8 or empty captions."""
     if raw is None:
         raise SkipSample("missing_caption", "no caption")
+    if not isinstance(raw, (bytes, str)):
+        raise SkipSample("bad_caption_type", f"caption is a {type(raw).__name__}, not text")
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -178,9 +202,7 @@ def sample_rng(seed: int, epoch: int, key: str) -> random.Random:
     return random.Random(f"{seed}:{epoch}:{key}")
 
 
-def fill_captions(
-    sample: Sample, raw: Sequence[bytes | str | None], mode: str, seed: int, epoch: int
-) -> None:
+def fill_captions(sample: Sample, raw: Sequence[Any], mode: str, seed: int, epoch: int) -> None:
     """Decode every caption of `sample`, dropping bad ones (skip only if none is left), then select one.
 
     Mode 'first' takes the first good caption, 'random' one chosen by (seed, epoch, key), 'all' keeps the
@@ -282,11 +304,10 @@ class MapReader(Dataset, ABC):
     def __getitem__(self, index: int) -> Sample | None:
         if not 0 <= index < len(self.items):
             raise IndexError(f"index {index} out of range for {len(self.items)} samples")
-        try:
-            sample = self.load(index)
-        except SkipSample as exc:
-            self.skip_log.skip(self.key(index), exc.kind, exc.reason, self.source)
-            return None
+        return read_one(self.skip_log, self.key(index), self.source, lambda: self.prepare(self.load(index)))
+
+    def prepare(self, sample: Sample) -> Sample:
+        """Apply the image transform and the tokenizer to a loaded sample."""
         return finish(sample, self.transform, self.tokenizer, self.seed, self.epoch)
 
     def __iter__(self) -> Iterator[Sample]:

@@ -16,7 +16,6 @@ import io
 import json
 import os
 import re
-import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from edgevl.data.readers.webdataset import (
     read_shard,
 )
 from edgevl.errors import ConfigError, EdgevlError
+from edgevl.tensor_files import check_finite, read_torch
 
 JOIN_MODES = ("key", "uid")
 DEFAULT_SYN_KEY_REGEX = r"^syn_text.*$"
@@ -60,15 +60,19 @@ def load_embeddings(raw: RawSample) -> dict[str, torch.Tensor]:
     try:
         if "npz" in raw:
             with np.load(io.BytesIO(raw["npz"]), allow_pickle=False) as npz:
-                return {name: torch.from_numpy(np.array(npz[name])) for name in npz.files}
-        if "pth.gz" in raw:
-            blob = torch.load(io.BytesIO(gzip.decompress(raw["pth.gz"])), weights_only=True)
-            if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
-                raise ValueError("not a dict of tensors")
-            return blob
-    except (OSError, EOFError, ValueError, RuntimeError, zipfile.BadZipFile, KeyError) as exc:
+                blob = {name: torch.from_numpy(np.array(npz[name])) for name in npz.files}
+        elif "pth.gz" in raw:
+            blob = read_torch(gzip.decompress(raw["pth.gz"]), "pth.gz member")
+        else:
+            raise SkipSample("incomplete_sample", "no npz or pth.gz member")
+        if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+            raise ValueError("not a dict of tensors")
+        check_finite(blob, "embeddings")
+    except SkipSample:
+        raise
+    except Exception as exc:  # zip/gzip/pickle damage, refused payloads, non-finite values: all "bad_embeddings"
         raise SkipSample("bad_embeddings", f"unreadable embeddings ({type(exc).__name__}: {exc})") from None
-    raise SkipSample("incomplete_sample", "no npz or pth.gz member")
+    return blob
 
 
 def parse_param_aug(raw: RawSample) -> list:

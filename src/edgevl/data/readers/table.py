@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from edgevl.data.readers.base import MapReader, Sample, SkipSample, fill_caption
 from edgevl.errors import ConfigError, DataError
 
 TABLE_FORMATS = ("csv", "tsv", "jsonl", "parquet")
+MAX_CELL_CHARS = 2**31 - 1  # the largest limit the csv module takes
 DEFAULT_SEPARATORS = {"csv": ",", "tsv": "\t"}
 
 
@@ -54,10 +56,26 @@ class CaptionTable(MapReader):
         if self.fmt == "jsonl":
             return self._read_jsonl()
         delimiter = sep if sep is not None else DEFAULT_SEPARATORS[self.fmt]
-        with open(self.path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
-            reader = csv.DictReader(fh, delimiter=delimiter)
-            self._check_columns(reader.fieldnames or [])
-            return list(reader)
+        limit = csv.field_size_limit(MAX_CELL_CHARS)  # the default (131,072) would fail a whole table on one long cell
+        try:
+            with open(self.path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+                reader = csv.DictReader(fh, delimiter=delimiter)
+                self._check_columns(reader.fieldnames or [])
+                return list(self._csv_rows(reader))
+        finally:
+            csv.field_size_limit(limit)
+
+    def _csv_rows(self, reader: csv.DictReader) -> Iterator[dict]:
+        """The rows a CSV reader can parse; a row it cannot is a counted `bad_row` skip, and reading goes on."""
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                self.skip_log.skip(f"line {reader.line_num}", "bad_row", f"unparsable row ({exc})", self.source)
+                continue
+            yield row
 
     def _read_parquet(self) -> list[dict]:
         try:

@@ -1,8 +1,9 @@
 """Streaming reader for webdataset tar shards, sharded over DDP ranks x DataLoader workers.
 
-Tar parsing, member grouping and URL opening (local paths, `pipe:`, http) come from the `webdataset`
-library; this module adds the deterministic epoch-seeded split, a shuffle buffer and the bad-data
-accounting: a corrupt or truncated shard is logged once and reading goes on with the next shard.
+URL opening (local paths, `pipe:`, http) comes from the `webdataset` library; tar reading and member grouping
+are edgevl's own, so that one damaged sample is skipped and counted without losing its neighbours. The
+module adds the deterministic epoch-seeded split, a shuffle buffer and the bad-data accounting: a corrupt or
+truncated shard is logged once and reading goes on with the next shard.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import lzma
 import os
 import random
+import re
 import tarfile
 import zlib
 from abc import ABC, abstractmethod
@@ -20,7 +22,6 @@ from typing import Any
 import braceexpand
 from torch.utils.data import IterableDataset
 from webdataset.gopen import gopen
-from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from edgevl.data.readers.base import (
     Sample,
@@ -33,12 +34,14 @@ from edgevl.data.readers.base import (
     fill_captions,
     finish,
     open_image,
+    read_one,
 )
 from edgevl.errors import ConfigError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SHARD_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
 RawSample = dict[str, Any]
+_META_MEMBER = re.compile(r"__[^/]*__($|/)")  # webdataset's reserved names, never sample data
 
 
 def expand_urls(urls: str | os.PathLike | Sequence[str]) -> list[str]:
@@ -52,33 +55,76 @@ def expand_urls(urls: str | os.PathLike | Sequence[str]) -> list[str]:
     return out
 
 
+def split_member_name(name: str) -> tuple[str, str] | None:
+    """(key, suffix) of a tar member, split at the first dot of its base name (webdataset's rule); None if no dot."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, suffix = base.partition(".")
+    if not dot or not stem:
+        return None
+    return (f"{folder}/{stem}" if folder else stem), suffix.lower()
+
+
+def _tar_members(stream: Any, problems: list[Exception]) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of the regular members of a tar stream; the first damage ends it and lands in `problems`."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for info in tar:
+                if not info.isreg() or _META_MEMBER.match(info.name):
+                    continue
+                fh = tar.extractfile(info)
+                data = fh.read() if fh is not None else b""
+                if len(data) != info.size:
+                    raise EOFError(f"member {info.name!r} is truncated")
+                yield info.name, data
+                tar.members = []  # a streamed tar keeps every header otherwise
+    except SHARD_ERRORS as exc:
+        problems.append(exc)
+
+
 def read_shard(url: str, skip_log: SkipLog) -> Iterator[RawSample]:
     """Raw samples (`__key__`, `__url__` and one bytes value per member suffix) of one tar shard.
 
-    A shard that cannot be opened, is not a tar, is truncated or holds a duplicate member is logged once
-    as `corrupt_shard` (the samples read before the damage are still yielded).
+    Members are grouped by key while the key stays the same (the webdataset layout). A sample whose group
+    holds the same suffix twice (`duplicate_member`) or whose key already occurred in this shard
+    (`duplicate_key`) is skipped and counted, and reading goes on with the next sample. A shard that cannot be
+    opened is a `missing_shard`; a truncated or otherwise damaged tar is logged once as `corrupt_shard` (every
+    sample read before the damage is still yielded).
     """
     problems: list[Exception] = []
-
-    def stop(exc: Exception) -> bool:
-        problems.append(exc)
-        return False
-
-    def members(stream: Any) -> Iterator[dict]:
-        try:
-            for member in tar_file_iterator(stream, handler=stop):
-                member["__url__"] = url
-                yield member
-        except SHARD_ERRORS as exc:
-            problems.append(exc)
-
     try:
         stream = gopen(url)
     except SHARD_ERRORS as exc:
         skip_log.skip(url, "missing_shard", f"cannot open shard ({type(exc).__name__}: {exc})", url)
         return
+    seen: set[str] = set()
+    current: RawSample | None = None
+    broken: str | None = None  # why the current group is unusable
+
+    def finished() -> Iterator[RawSample]:
+        if current is None:
+            return
+        key = current["__key__"]
+        if broken:
+            skip_log.skip(key, "duplicate_member", broken, url)
+        elif key in seen:
+            skip_log.skip(key, "duplicate_key", f"key {key!r} occurs again later in the shard", url)
+        else:
+            yield current
+        seen.add(key)
+
     try:
-        yield from group_by_keys(members(stream), handler=stop)
+        for name, data in _tar_members(stream, problems):
+            parts = split_member_name(name)
+            if parts is None:
+                continue
+            key, suffix = parts
+            if current is None or key != current["__key__"]:
+                yield from finished()
+                current, broken = {"__key__": key, "__url__": url}, None
+            if suffix in current:
+                broken = broken or f"member {name!r} occurs twice in a row"
+            current[suffix] = data
+        yield from finished()
     finally:
         stream.close()
     if problems:
@@ -159,10 +205,9 @@ class ShardedTarReader(IterableDataset, ABC):
         rng = random.Random(f"{self.seed}:{self.epoch}:buffer:{index}")
         buffer: list[Sample] = []
         for raw in self.raw_share(index, count):
-            try:
-                sample = self.prepare(self.decode(raw))
-            except SkipSample as exc:
-                self.skip_log.skip(str(raw.get("__key__")), exc.kind, exc.reason, str(raw.get("__url__")))
+            sample = read_one(self.skip_log, str(raw.get("__key__")), str(raw.get("__url__")),
+                              lambda raw=raw: self.prepare(self.decode(raw)))
+            if sample is None:
                 continue
             if self.shuffle_buffer <= 1:
                 yield sample
