@@ -11,7 +11,6 @@ Files: `.safetensors`, or `.pt`/`.pth`/`.bin` through `torch.load(weights_only=T
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch import nn
 
 from edgevl.errors import CheckpointError, ConfigError
 from edgevl.io import atomic_write, atomic_write_text
+from edgevl.tensor_files import read_safetensors, read_torch
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -86,7 +86,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a weights file or checkpoint folder into a flat {key: tensor} dict (on CPU).
 
     A `state_dict` wrapper key and DataParallel `module.` prefixes are removed. Pickled files are read with
-    `weights_only=True`, so files holding arbitrary Python objects are refused.
+    `weights_only=True`, so files holding arbitrary Python objects are refused; damaged files and non-finite
+    weights raise `CheckpointError` (see `edgevl.tensor_files`).
     """
     path = Path(path)
     if path.is_dir():
@@ -94,22 +95,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return _unwrap(load_file(str(path)), str(path))
-        except SafetensorError as exc:
-            raise CheckpointError(f"cannot read safetensors file {str(path)!r}: {exc}") from exc
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0]
-        raise CheckpointError(
-            f"refusing to load {str(path)!r}: not a plain tensor checkpoint ({reason})"
-        ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+        return _unwrap(read_safetensors(path), str(path))
+    obj = read_torch(path)
     return _unwrap(obj, str(path))
 
 

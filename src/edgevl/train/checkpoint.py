@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from edgevl.errors import CheckpointError
 from edgevl.io import fsync_path
+from edgevl.tensor_files import read_safetensors, read_torch
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -75,8 +76,10 @@ def save_checkpoint(
         else:
             os.replace(tmp, final)
         fsync_path(root)
-    except (OSError, RuntimeError) as exc:
+    except BaseException as exc:  # a full disk shows up as OSError, SafetensorError or RuntimeError; Ctrl-C too
         shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(exc, Exception):
+            raise
         previous = [p.name for p in list_checkpoints(run_dir)]
         kept = f"; kept {previous[-1]}" if previous else ""
         raise CheckpointError(f"could not write checkpoint step_{step} in {root} ({exc}){kept}") from exc
@@ -104,11 +107,13 @@ def load_training_checkpoint(path: str | os.PathLike) -> tuple[dict, dict | None
     """(model state, EMA state or None, training state) of a checkpoint folder."""
     path = Path(path)
     try:
-        model_state = load_file(str(path / MODEL_FILE))
-        ema_state = load_file(str(path / EMA_FILE)) if (path / EMA_FILE).is_file() else None
-        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+        model_state = read_safetensors(path / MODEL_FILE)
+        ema_state = read_safetensors(path / EMA_FILE) if (path / EMA_FILE).is_file() else None
+        state = read_torch(path / STATE_FILE)
+    except CheckpointError as exc:
+        raise CheckpointError(f"cannot resume from checkpoint {str(path)!r}: {exc}") from exc
+    if not isinstance(state, dict) or not {"step", "optimizer"} <= set(state):
+        raise CheckpointError(f"cannot resume from checkpoint {str(path)!r}: {STATE_FILE} is not a training state")
     return model_state, ema_state, state
 
 

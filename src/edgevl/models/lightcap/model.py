@@ -240,13 +240,9 @@ class LightCap(nn.Module):
 
     def load_weights(self, path: str | Path) -> None:
         """Strictly load a LightCap safetensors state dict."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from edgevl.tensor_files import read_safetensors
 
-        try:
-            state = load_file(str(path))
-        except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read LightCap weights {str(path)!r}: {exc}") from exc
+        state = read_safetensors(path)
         try:
             result = self.load_state_dict(state, strict=False)
         except RuntimeError as exc:
