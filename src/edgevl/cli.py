@@ -12,7 +12,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from edgevl import __version__
-from edgevl.errors import EdgevlError
+from edgevl.errors import DataError, EdgevlError, NoUsableInputError
+
+EXIT_CODES_HELP = """exit codes (docs/reliability.md):
+  0    done (bad inputs, if any, were skipped and counted)
+  1    `reinforce verify` found problems
+  2    error: bad arguments, configuration, damaged weights, --strict and a bad input
+  3    no usable input: every input was bad
+  4    the output folder is in use by another edgevl process
+  130  interrupted"""
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -152,18 +160,20 @@ def _run_world_pretrain(args: argparse.Namespace) -> int:
 
     import torch
 
+    from edgevl.locks import output_lock
     from edgevl.world_models.pretrain import TEACHERS, pretrain_teacher
 
     torch.set_num_threads(args.threads)
     names = {"teachers": list(TEACHERS), "all": list(TEACHERS), "captioner": []}.get(args.what, [args.what])
-    for name in names:
-        record = pretrain_teacher(name, args.out, steps=args.steps, seed=args.seed)
-        print(json.dumps(record, sort_keys=True))
-    if args.what in ("captioner", "all"):
-        from edgevl.world_models.captioner import pretrain_captioner
+    with output_lock(args.out, "world pretrain"):
+        for name in names:
+            record = pretrain_teacher(name, args.out, steps=args.steps, seed=args.seed)
+            print(json.dumps(record, sort_keys=True))
+        if args.what in ("captioner", "all"):
+            from edgevl.world_models.captioner import pretrain_captioner
 
-        record = pretrain_captioner(args.out, teachers=args.teachers, steps=args.steps, seed=args.seed)
-        print(json.dumps(record, sort_keys=True))
+            record = pretrain_captioner(args.out, teachers=args.teachers, steps=args.steps, seed=args.seed)
+            print(json.dumps(record, sort_keys=True))
     return 0
 
 
@@ -196,6 +206,8 @@ def _run_data_check(args: argparse.Namespace) -> int:
         if count == args.limit:
             break
     print(f"read {count} samples from {args.spec}; {ds.skip_log.summary()}")
+    if not count:
+        raise NoUsableInputError(f"no usable samples in {args.spec}")
     return 0
 
 
@@ -248,11 +260,22 @@ def _load_for_inference(args: argparse.Namespace):
     return model, preprocess, edgevl.get_tokenizer(args.model)
 
 
-def _report_skipped(skipped: list[tuple[str, str]]) -> None:
+def _add_strict_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit 2) when any input is bad, instead of skipping and counting it")
+
+
+def _check_inputs(good: int, skipped: list[tuple[str, str]], strict: bool, what: str = "images") -> None:
+    """List the skipped inputs; fail under --strict when there are any, and when no input was usable (exit 3)."""
     for key, reason in skipped:
         print(f"edgevl: skipped {key}: {reason}", file=sys.stderr)
     if skipped:
-        print(f"edgevl: {len(skipped)} image(s) skipped", file=sys.stderr)
+        print(f"edgevl: {len(skipped)} of {good + len(skipped)} {what} skipped", file=sys.stderr)
+    if strict and skipped:
+        key, reason = skipped[0]
+        raise DataError(f"--strict: {len(skipped)} bad {what} (first: {key}: {reason})")
+    if not good:
+        raise NoUsableInputError(f"none of the {len(skipped)} {what} could be read; nothing to do")
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
@@ -269,6 +292,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-normalize", action="store_true", help="store raw embeddings instead of L2-normalized")
     _add_model_flags(p)
     _add_aot_flag(p)
+    _add_strict_flag(p)
     p.set_defaults(func=_run_embed)
 
 
@@ -287,7 +311,7 @@ def _run_embed(args: argparse.Namespace) -> int:
     normalize = not args.no_normalize
     if args.images:
         emb = embed_images(model, preprocess, paths, batch_size=args.batch_size, normalize=normalize, progress=True)
-        _report_skipped(emb.skipped)
+        _check_inputs(len(emb.keys), emb.skipped, args.strict)
     else:
         emb = embed_texts(model, tokenizer, texts, batch_size=args.batch_size, normalize=normalize, progress=True)
     out = save_embeddings(emb, args.out)
@@ -310,6 +334,7 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
     _add_model_flags(p)
     _add_aot_flag(p)
+    _add_strict_flag(p)
     p.set_defaults(func=_run_classify)
 
 
@@ -337,14 +362,14 @@ def _run_classify(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         batch_size=args.batch_size,
     )
+    _check_inputs(len(preds), skipped, args.strict)
     for pred in preds:
         if args.json:
             print(json.dumps({"image": pred.key, "labels": pred.labels, "probs": pred.probs}, ensure_ascii=False))
         else:
             ranked = ", ".join(f"{label} {prob:.3f}" for label, prob in zip(pred.labels, pred.probs))
             print(f"{pred.key}: {ranked}")
-    _report_skipped(skipped)
-    return 0 if preds else 2
+    return 0
 
 
 # -------------------------------------------------------------------------------- eval-captions
@@ -463,6 +488,7 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true",
                    help="int8 dynamic quantization of the decoder (faster on CPU; captions may differ slightly)")
     p.add_argument("--json", action="store_true", help="print one JSON list of {image, caption(s)}")
+    _add_strict_flag(p)
     p.set_defaults(func=_run_caption)
 
 
@@ -471,6 +497,8 @@ def _run_caption(args: argparse.Namespace) -> int:
 
     from edgevl.captioning import caption
     from edgevl.data.files import expand_image_paths
+    from edgevl.data.transforms import load_image
+    from edgevl.errors import ImageLoadError
     from edgevl.models.lightcap.model import create_lightcap
 
     model = create_lightcap(args.model, args.weights)
@@ -486,7 +514,15 @@ def _run_caption(args: argparse.Namespace) -> int:
     model.optimize_for_inference()
     if args.int8:
         model.quantize_decoder()
-    captions = caption(paths, model=model, beam=args.beam, max_words=args.max_words, num_samples=args.num_samples,
+    images, skipped = [], []
+    for path in paths:  # bad images are skipped and counted, like embed and classify do
+        try:
+            images.append(load_image(path))
+        except ImageLoadError as exc:
+            skipped.append((str(path), exc.reason))
+    paths = [p for p in paths if str(p) not in {k for k, _ in skipped}]
+    _check_inputs(len(images), skipped, args.strict)
+    captions = caption(images, model=model, beam=args.beam, max_words=args.max_words, num_samples=args.num_samples,
                        top_p=args.top_p, temperature=args.temperature, batch_size=args.batch_size, seed=args.seed)
     key = "captions" if args.num_samples > 0 else "caption"
     if args.json:
@@ -527,6 +563,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--output", default=None, help="write the results JSON here (else print it)")
     _add_model_flags(p)
+    _add_strict_flag(p)
     p.set_defaults(func=_run_eval)
 
 
@@ -540,7 +577,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     records = []
     for spec in args.data:
         task = guess_task(spec) if args.task == "auto" else args.task
-        log = SkipLog()
+        log = SkipLog(strict=args.strict)
         common = {"batch_size": args.batch_size, "workers": args.workers, "skip_log": log, "progress": True}
         if task == "zeroshot_classification":
             metrics = evaluate_zeroshot(
@@ -570,6 +607,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", default=None, help="start from these weights (file or folder, any layout)")
     p.add_argument("--train-data", required=True, help="training reader spec (wds:..., csv:..., reinforced:...)")
     p.add_argument("--val-data", default=None, help="held-out reader spec for periodic evaluation")
+    _add_strict_flag(p)
     p.add_argument("--mode", choices=("clip", "reinforced", "online-distill"), default="clip",
                    help="loss: plain CLIP, reinforced shards, or teachers run online")
     p.add_argument("--name", default="run", help="run name: outputs go to <logs>/<name>/")
@@ -745,6 +783,7 @@ def _add_reinforce(sub: argparse._SubParsersAction) -> None:
                      help="DataCompDR layout: leave image and txt out (read with ?images=<the input shards>)")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (torchrun: cuda:LOCAL_RANK)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_strict_flag(run)
     run.set_defaults(func=_run_reinforce)
     check = _subparser(modes, "verify", "check manifest, checksums, members and embedding shapes/norms")
     check.add_argument("folder", help="a folder written by 'edgevl reinforce run'")
@@ -761,11 +800,14 @@ def _run_reinforce(args: argparse.Namespace) -> int:
         seed=args.seed, batch_size=args.batch_size, shard_size=args.shard_size, aug_size=args.aug_size,
         logit_scales=parse_scales(args.logit_scales), precision=args.precision, top_p=args.top_p,
         temperature=args.temperature, images=not args.no_images, device=args.device, progress=not args.no_progress,
+        strict=args.strict,
     )
     manifest = reinforce(cfg)
     totals = manifest["totals"]
     print(f"wrote {totals['samples']} samples in {len(manifest['shards'])} shards to {args.out} "
           f"(skipped {totals['skipped']} of {totals['input']} input samples)")
+    if not totals["samples"]:
+        raise NoUsableInputError(f"none of the {totals['input']} input samples of {args.data} could be used")
     return 0
 
 
@@ -937,6 +979,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgevl",
         description="edgevl: fast image-text models (MobileCLIP, LightCap) for edge devices.",
+        epilog=EXIT_CODES_HELP,
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"edgevl {__version__}")
@@ -948,7 +991,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (errors are one line on stderr, exit code 2)."""
+    """Run the CLI; returns the process exit code (`EXIT_CODES_HELP`; errors are one line on stderr)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -963,7 +1006,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"edgevl: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
 
 
 if __name__ == "__main__":

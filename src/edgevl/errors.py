@@ -1,10 +1,12 @@
-"""Exceptions raised by edgevl; the CLI prints them as one readable line."""
+"""Exceptions raised by edgevl; the CLI prints them as one readable line and exits with their `exit_code`."""
 
 from __future__ import annotations
 
 
 class EdgevlError(Exception):
     """Base class of every error edgevl raises on bad input or configuration."""
+
+    exit_code = 2
 
 
 class ImageLoadError(EdgevlError):
@@ -26,3 +28,15 @@ class ConfigError(EdgevlError):
 
 class DataError(EdgevlError):
     """A dataset sample or file is malformed (raised only when skipping is disabled)."""
+
+
+class NoUsableInputError(DataError):
+    """Every input of a command was bad (each one skipped and counted), so there is no result to give."""
+
+    exit_code = 3
+
+
+class FolderLockedError(EdgevlError):
+    """Another live process is writing to the same output folder."""
+
+    exit_code = 4

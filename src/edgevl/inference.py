@@ -1,6 +1,7 @@
 """Batched inference helpers behind `edgevl embed` and `edgevl classify`: embed images or texts, classify images.
 
-Unreadable images are skipped and reported, never fatal; outputs are written atomically.
+Unreadable images are skipped and reported, never fatal; non-finite outputs are an error (a model that
+makes NaN would otherwise print `nan` scores with exit 0); outputs are written atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from edgevl.data.transforms import load_image
 from edgevl.errors import EdgevlError, ImageLoadError
 from edgevl.eval.zeroshot import build_zero_shot_classifier
 from edgevl.io import atomic_write, atomic_write_text
+
+
+def finite(t: torch.Tensor, what: str) -> torch.Tensor:
+    """`t` itself; raises `EdgevlError` when it holds NaN or infinity."""
+    if not bool(torch.isfinite(t).all()):
+        raise EdgevlError(f"the model produced non-finite {what} (NaN or infinity); its weights or precision are "
+                          "broken")
+    return t
 
 
 @dataclass
@@ -48,7 +57,8 @@ def embed_images(
 
     def flush() -> None:
         if batch:
-            vectors.append(model.encode_image(torch.stack(batch), normalize=normalize).float())
+            vectors.append(finite(model.encode_image(torch.stack(batch), normalize=normalize).float(),
+                                  "image embeddings"))
             keys.extend(batch_keys)
             batch.clear()
             batch_keys.clear()
@@ -81,8 +91,9 @@ def embed_texts(
         raise EdgevlError("no texts given")
     chunks = []
     for start in tqdm(range(0, len(texts), batch_size), desc="texts", disable=not progress):
-        chunks.append(model.encode_text(tokenizer(list(texts[start : start + batch_size])), normalize=normalize))
-    return Embeddings(torch.cat(chunks).float(), list(texts))
+        ids = tokenizer(list(texts[start : start + batch_size]))
+        chunks.append(finite(model.encode_text(ids, normalize=normalize).float(), "text embeddings"))
+    return Embeddings(torch.cat(chunks), list(texts))
 
 
 @dataclass
@@ -106,7 +117,7 @@ def classify_images(
     progress: bool = False,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Zero-shot top-k labels with softmax probabilities (at the model's logit scale) for each readable image."""
-    classifier = build_zero_shot_classifier(model, tokenizer, labels, templates)
+    classifier = finite(build_zero_shot_classifier(model, tokenizer, labels, templates), "label embeddings")
     emb = embed_images(model, preprocess, images, batch_size=batch_size, progress=progress)
     if not emb.keys:
         return [], emb.skipped

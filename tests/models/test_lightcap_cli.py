@@ -56,10 +56,10 @@ def test_cli_profile_without_images(capsys):
 def test_cli_bad_input_is_one_line_error(images, tmp_path, capsys):
     assert main(["caption"]) == 2
     assert "no images to caption" in capsys.readouterr().err
-    assert main(["caption", str(images / "notes.txt")]) == 2
+    assert main(["caption", str(images / "notes.txt")]) == 3  # every input bad: nothing to caption
     err = capsys.readouterr().err
     assert "notes.txt" in err and "not a recognised image format" in err
-    assert main(["caption", str(_huge_png(tmp_path / "huge.png"))]) == 2
+    assert main(["caption", str(_huge_png(tmp_path / "huge.png"))]) == 3
     assert "image too large" in capsys.readouterr().err
     assert main(["caption", str(images / "img0.png"), "--model", "lightcap-nope"]) == 2
     assert "unknown LightCap model" in capsys.readouterr().err

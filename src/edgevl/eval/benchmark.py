@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from edgevl.data.readers import SkipLog, collate_samples, open_dataset
-from edgevl.errors import ConfigError
+from edgevl.errors import ConfigError, NoUsableInputError
 from edgevl.eval.retrieval import retrieval_metrics
 from edgevl.eval.templates import get_templates, read_classnames
 from edgevl.eval.zeroshot import build_zero_shot_classifier, classification_metrics
@@ -91,7 +91,7 @@ def evaluate_zeroshot(
         logits.append(feats @ classifier)
         labels.append(batch["label"])
     if not logits:
-        raise ConfigError(f"no readable images in {spec!r}")
+        raise NoUsableInputError(f"no readable images in {spec!r}")
     return classification_metrics(torch.cat(logits), torch.cat(labels))
 
 
@@ -123,7 +123,7 @@ def evaluate_retrieval(
         if texts:
             text_feats.append(F.normalize(model.encode_text(tokenizer(texts)).float(), dim=-1))
     if not image_feats or not text_feats:
-        raise ConfigError(f"no readable image-caption pairs in {spec!r}")
+        raise NoUsableInputError(f"no readable image-caption pairs in {spec!r}")
     return retrieval_metrics(torch.cat(image_feats), torch.cat(text_feats), text_to_image, ks)
 
 

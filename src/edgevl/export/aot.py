@@ -25,6 +25,7 @@ from torch import nn
 
 from edgevl.data.transforms import PreprocessCfg
 from edgevl.errors import DataError, EdgevlError
+from edgevl.locks import output_lock
 from edgevl.models.factory import preprocess_cfg_for
 from edgevl.models.optimize import optimize_for_inference
 
@@ -186,6 +187,19 @@ def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: t
     modules = {"image": low.visual, "text": low.text}
     inputs = {"image": examples["image"].to(dtype), "text": examples["text"]}
     out = Path(out)
+    with output_lock(out, "compile"):
+        return _compile_towers(fast, modules, examples, inputs, towers, out, {
+            "model": model_name, "torch": torch.__version__, "cpu_capability": _cpu_capability(), "batch": batch,
+            "precision": precision, "logit_scale": float(fast.logit_scale.detach()),
+            "preprocess": {k: v for k, v in dataclasses.asdict(preprocess).items() if k != "extra"},
+        })
+
+
+def _compile_towers(fast: nn.Module, modules: dict[str, nn.Module], examples: dict[str, torch.Tensor],
+                    inputs: dict[str, torch.Tensor], towers: tuple[str, ...], out: Path,
+                    manifest: dict[str, Any]) -> dict[str, Any]:
+    """Compile and check each tower into `out`, then write `aot.json` (`manifest` plus the towers' entries)."""
+    precision = manifest["precision"]
     entries = {}
     for name in towers:
         path = compile_module(modules[name], inputs[name], out / f"{name}.pt2")
@@ -197,16 +211,7 @@ def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: t
             path.unlink()
             raise AotError(f"compiled {name} tower differs from the optimized model by {err:.2e} (relative)")
         entries[name] = {"file": path.name, "shape": list(examples[name].shape), "max_rel_err": err}
-    manifest = {
-        "model": model_name,
-        "torch": torch.__version__,
-        "cpu_capability": _cpu_capability(),
-        "batch": batch,
-        "precision": precision,
-        "logit_scale": float(fast.logit_scale.detach()),
-        "preprocess": {k: v for k, v in dataclasses.asdict(preprocess).items() if k != "extra"},
-        "towers": entries,
-    }
+    manifest = {**manifest, "towers": entries}
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, out / MANIFEST)

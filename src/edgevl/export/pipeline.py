@@ -16,6 +16,7 @@ from edgevl.export.onnx import (
 )
 from edgevl.export.parity import DEFAULT_TOLERANCE
 from edgevl.export.runtime import ExportError
+from edgevl.locks import output_lock
 
 
 def parse_parts(parts: str | Sequence[str]) -> list[str]:
@@ -38,35 +39,36 @@ def export_model(out: str | Path, *, model_name: str | None = None, pretrained: 
     `NAME[:WEIGHTS]` spec or model folder. `eval_world` adds the world zero-shot accuracies of PyTorch vs ONNX
     (needs towers).
     """
-    check_exporter(exporter, opset)
-    parts = parse_parts(parts)
-    tower_parts = [p for p in parts if p in ("image", "text")]
-    if tower_parts and not model_name:
-        raise ExportError("exporting the image/text towers needs a model name (--model)")
-    if eval_world and tower_parts != ["image", "text"]:
-        raise ExportError("--eval-world needs both the image and the text tower (--parts image,text)")
-    if "captioner" in parts:
-        from edgevl.models.factory import parse_model_spec
+    with output_lock(out, "export"):
+        check_exporter(exporter, opset)
+        parts = parse_parts(parts)
+        tower_parts = [p for p in parts if p in ("image", "text")]
+        if tower_parts and not model_name:
+            raise ExportError("exporting the image/text towers needs a model name (--model)")
+        if eval_world and tower_parts != ["image", "text"]:
+            raise ExportError("--eval-world needs both the image and the text tower (--parts image,text)")
+        if "captioner" in parts:
+            from edgevl.models.factory import parse_model_spec
 
-        cap_name, cap_weights = parse_model_spec(captioner, "--captioner", require_weights=False)
-    manifest = base_manifest(exporter, opset, tolerance)
-    common = {"exporter": exporter, "opset": opset, "tolerance": tolerance, "quantize": quantize,
-              "progress": progress, "manifest": manifest}
-    model = None
-    if tower_parts:
-        from edgevl.models.factory import create_model
+            cap_name, cap_weights = parse_model_spec(captioner, "--captioner", require_weights=False)
+        manifest = base_manifest(exporter, opset, tolerance)
+        common = {"exporter": exporter, "opset": opset, "tolerance": tolerance, "quantize": quantize,
+                  "progress": progress, "manifest": manifest}
+        model = None
+        if tower_parts:
+            from edgevl.models.factory import create_model
 
-        model = create_model(model_name, pretrained)
-        export_clip(model, out, model_name=model_name, pretrained=pretrained, parts=tower_parts, **common)
-    if "captioner" in parts:
-        from edgevl.models.lightcap.model import create_lightcap
+            model = create_model(model_name, pretrained)
+            export_clip(model, out, model_name=model_name, pretrained=pretrained, parts=tower_parts, **common)
+        if "captioner" in parts:
+            from edgevl.models.lightcap.model import create_lightcap
 
-        export_captioner(create_lightcap(cap_name, cap_weights), out, name=cap_name, weights=cap_weights, **common)
-    if eval_world:
-        from edgevl.export.world_eval import evaluate_world
+            export_captioner(create_lightcap(cap_name, cap_weights), out, name=cap_name, weights=cap_weights, **common)
+        if eval_world:
+            from edgevl.export.world_eval import evaluate_world
 
-        precisions = ("fp32", "int8") if quantize else ("fp32",)
-        manifest["world_eval"] = evaluate_world(model, out, model_name=model_name, n=world_samples,
-                                                precisions=precisions, progress=progress)
-        write_manifest(out, manifest)
-    return manifest
+            precisions = ("fp32", "int8") if quantize else ("fp32",)
+            manifest["world_eval"] = evaluate_world(model, out, model_name=model_name, n=world_samples,
+                                                    precisions=precisions, progress=progress)
+            write_manifest(out, manifest)
+        return manifest

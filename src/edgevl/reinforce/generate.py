@@ -22,6 +22,7 @@ from edgevl.data.augment import AugmentConfig, encode_paug, sample_record
 from edgevl.data.readers import SkipLog
 from edgevl.errors import ConfigError
 from edgevl.io import atomic_write_text, sha256_file
+from edgevl.locks import output_lock
 from edgevl.reinforce.captioner import Captioner
 from edgevl.reinforce.inputs import InputSample, InputShards, member_key, seed_for
 from edgevl.reinforce.manifest import build_manifest, write_manifest
@@ -39,8 +40,8 @@ def shard_name(index: int) -> str:
 
 @dataclass(frozen=True)
 class ReinforceConfig:
-    """Everything `edgevl reinforce run` takes; the fields except `out`, `device` and `progress` are recorded
-    in `_state/settings.json` and must match when a run is resumed."""
+    """Everything `edgevl reinforce run` takes; the fields except `out`, `device`, `progress` and `strict` are
+    recorded in `_state/settings.json` and must match when a run is resumed."""
 
     data: str
     out: str
@@ -61,11 +62,12 @@ class ReinforceConfig:
     images: bool = True
     device: str = "auto"
     progress: bool = True
+    strict: bool = False
 
     def settings(self) -> dict[str, Any]:
         """The output-defining settings (JSON-ready)."""
         data = asdict(self)
-        for name in ("out", "device", "progress"):
+        for name in ("out", "device", "progress", "strict"):
             data.pop(name)
         data["fmt"] = check_storage(self.dtype, self.fmt)
         data["teachers"] = list(self.teachers)
@@ -97,7 +99,7 @@ class ShardJob:
     def run(self, shard: int, progress: Any = None) -> dict[str, Any]:
         """Write output shard `shard` (temp name, then rename) and its state file; returns the statistics."""
         path = self.out / shard_name(shard)
-        log = SkipLog()
+        log = SkipLog(strict=self.cfg.strict)
         writer = ShardWriter(path)
         seen: set[str] = set()
         try:
@@ -201,53 +203,62 @@ def _progress_total(inputs: InputShards, shards: Sequence[int]) -> int | None:
 def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     """Reinforce `cfg.data` into `cfg.out`; under torchrun each rank takes a disjoint set of pending shards.
 
-    Returns the manifest (on every rank, after rank 0 wrote it).
+    Returns the manifest (on every rank, after rank 0 wrote it). Rank 0 holds the output folder's lock, so a
+    second run on the same `out` fails at once instead of mixing its shards in.
     """
-    from tqdm import tqdm
-
-    from edgevl.train.distributed import barrier, cleanup, init_distributed
+    from edgevl.train.distributed import cleanup, init_distributed
 
     cfg.check()
     joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     info = init_distributed(cfg.device, timeout_s=BARRIER_TIMEOUT_S)
     try:
-        out = Path(cfg.out)
-        (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
-        inputs = InputShards(cfg.data, cfg.shard_size)
-        if not cfg.images and not inputs.is_tar:
-            raise ConfigError("--no-images needs webdataset input: the output is joined with the input shards by key")
-        _check_settings(out, cfg.settings(), len(inputs))
-        pending = [i for i in range(len(inputs)) if completed_stats(out, i) is None]
-        scales = cfg.logit_scales or (None,) * len(cfg.teachers)
-        teachers = [Teacher(spec, info.device, cfg.precision, scale) for spec, scale in zip(cfg.teachers, scales)]
-        captioner = Captioner(cfg.captioner, info.device, cfg.precision, cfg.top_p, cfg.temperature)
-        aug = AugmentConfig(size=cfg.aug_size or teachers[0].size, interpolation=teachers[0].interpolation,
-                            mean=teachers[0].mean, std=teachers[0].std)
-        if info.is_main:  # only now that everything loaded, so a failed start leaves no settings behind
-            atomic_write_text(out / STATE_DIR / SETTINGS, json.dumps(cfg.settings(), indent=1, sort_keys=True) + "\n")
-        barrier()  # every rank listed the pending shards before any rank writes one
-        mine = pending[info.rank::info.world_size]
-        job = ShardJob(cfg, inputs, teachers, captioner, aug, out)
-        show = cfg.progress and info.is_main
-        with tqdm(total=_progress_total(inputs, mine), unit="sample", desc="reinforce", disable=not show,
-                  dynamic_ncols=True) as bar:
-            for shard in mine:
-                job.run(shard, bar)
-        barrier()
-        if info.is_main:
-            stats = [completed_stats(out, i) for i in range(len(inputs))]
-            missing = [shard_name(i) for i, s in enumerate(stats) if s is None]
-            if missing:
-                raise ConfigError(f"shards not finished: {', '.join(missing[:5])}; run again to complete them")
-            manifest = build_manifest(cfg, inputs, teachers, captioner, aug, stats)
-            write_manifest(out, manifest)
-            for stray in out.glob(".*.tmp"):
-                stray.unlink(missing_ok=True)
-        barrier()
-        return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        with output_lock(cfg.out, "reinforce run", enabled=info.is_main):
+            return _reinforce(cfg, info)
     finally:
         if not joined:  # leave a process group the caller created alone
             cleanup()
+
+
+def _reinforce(cfg: ReinforceConfig, info: Any) -> dict[str, Any]:
+    """The body of `reinforce`, run while rank 0 holds the output folder's lock."""
+    from tqdm import tqdm
+
+    from edgevl.train.distributed import barrier
+
+    out = Path(cfg.out)
+    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    inputs = InputShards(cfg.data, cfg.shard_size, cfg.strict)
+    if not cfg.images and not inputs.is_tar:
+        raise ConfigError("--no-images needs webdataset input: the output is joined with the input shards by key")
+    _check_settings(out, cfg.settings(), len(inputs))
+    pending = [i for i in range(len(inputs)) if completed_stats(out, i) is None]
+    scales = cfg.logit_scales or (None,) * len(cfg.teachers)
+    teachers = [Teacher(spec, info.device, cfg.precision, scale) for spec, scale in zip(cfg.teachers, scales)]
+    captioner = Captioner(cfg.captioner, info.device, cfg.precision, cfg.top_p, cfg.temperature)
+    aug = AugmentConfig(size=cfg.aug_size or teachers[0].size, interpolation=teachers[0].interpolation,
+                        mean=teachers[0].mean, std=teachers[0].std)
+    if info.is_main:  # only now that everything loaded, so a failed start leaves no settings behind
+        atomic_write_text(out / STATE_DIR / SETTINGS, json.dumps(cfg.settings(), indent=1, sort_keys=True) + "\n")
+    barrier()  # every rank listed the pending shards before any rank writes one
+    mine = pending[info.rank::info.world_size]
+    job = ShardJob(cfg, inputs, teachers, captioner, aug, out)
+    show = cfg.progress and info.is_main
+    with tqdm(total=_progress_total(inputs, mine), unit="sample", desc="reinforce", disable=not show,
+              dynamic_ncols=True) as bar:
+        for shard in mine:
+            job.run(shard, bar)
+    barrier()
+    if info.is_main:
+        stats = [completed_stats(out, i) for i in range(len(inputs))]
+        missing = [shard_name(i) for i, s in enumerate(stats) if s is None]
+        if missing:
+            raise ConfigError(f"shards not finished: {', '.join(missing[:5])}; run again to complete them")
+        manifest = build_manifest(cfg, inputs, teachers, captioner, aug, stats)
+        write_manifest(out, manifest)
+        for stray in out.glob(".*.tmp"):
+            stray.unlink(missing_ok=True)
+    barrier()
+    return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
 
 
 def parse_scales(text: str | None) -> tuple[float, ...] | None:

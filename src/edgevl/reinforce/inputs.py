@@ -68,13 +68,13 @@ def _caption(sample: Sample) -> str:
 class InputShards:
     """A reader spec seen as `len(self)` shards; `samples(i)` yields shard i's good samples in order."""
 
-    def __init__(self, spec: str, shard_size: int = 1000) -> None:
+    def __init__(self, spec: str, shard_size: int = 1000, strict: bool = False) -> None:
         if parse_spec(spec).kind == "reinforced":
             raise ConfigError("reinforce needs raw image-caption data, not reinforced shards; give the image dataset")
         if shard_size < 1:
             raise ConfigError(f"--shard-size must be >= 1, got {shard_size}")
         self.spec, self.shard_size = spec, shard_size
-        self.open_log = SkipLog()
+        self.open_log = SkipLog(strict=strict)
         self.reader = open_dataset(spec, skip_log=self.open_log)
         if isinstance(self.reader, ShardedTarReader):
             self.count = len(self.reader.urls)

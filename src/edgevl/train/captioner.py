@@ -25,6 +25,7 @@ from torch import nn
 
 from edgevl.errors import CheckpointError, ConfigError
 from edgevl.io import atomic_write_text
+from edgevl.locks import output_lock
 from edgevl.models.lightcap.concepts import concept_loss
 from edgevl.models.lightcap.model import LightCap
 from edgevl.train.captioner_data import (
@@ -46,6 +47,7 @@ from edgevl.train.captioner_losses import (
     softened_log_probs,
 )
 from edgevl.train.checkpoint import load_training_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
+from edgevl.train.run_folder import check_resume_settings, start_run_folder
 from edgevl.train.schedule import cosine_lr, set_lr
 
 PROJECTION_PREFIX = "kd_projection."
@@ -397,14 +399,6 @@ class CaptionerTrainer:
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
-    def _start_run_folder(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "params.json", json.dumps(dataclasses.asdict(self.cfg), indent=1) + "\n")
-        metrics = self.run_dir / "metrics.jsonl"
-        if metrics.exists():  # drop what a killed run logged after its last checkpoint
-            keep = [line for line in metrics.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
-            atomic_write_text(metrics, "".join(line + "\n" for line in keep))
 
     def evaluate(self, data: CaptionData | None = None, beam: int | None = None) -> dict[str, float]:
         """CIDEr-D / BLEU-4 of decoded captions (greedy or beam) on cached data (default: the val split)."""
@@ -416,14 +410,20 @@ class CaptionerTrainer:
     # ------------------------------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
         """Train (resuming first when `cfg.resume` is set) to the last step; writes `out/model` and `result.json`."""
+        with output_lock(self.run_dir, "train-captioner"):
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         from tqdm import tqdm
 
         cfg = self.cfg
+        params = dataclasses.asdict(cfg)
         if cfg.resume:
+            check_resume_settings(self.run_dir, params)
             path = resolve_resume(cfg.resume, self.run_dir)
             if path is not None:
                 self.load(path)
-        self._start_run_folder()
+        start_run_folder(self.run_dir, json.dumps(params, indent=1) + "\n", self.step)
         total = cfg.total_steps
         bar = tqdm(total=total, initial=self.step, desc="train-captioner", disable=not cfg.progress)
         start = time.perf_counter()

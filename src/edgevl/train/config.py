@@ -21,6 +21,7 @@ class TrainConfig:
     pretrained: str | None = None
     train_data: str = ""
     val_data: str | None = None
+    strict: bool = False
     mode: str = "clip"
     name: str = "run"
     logs: str = "runs"

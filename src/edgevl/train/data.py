@@ -16,7 +16,7 @@ from typing import Any
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from edgevl.data.readers.base import RankSampler, collate_samples
-from edgevl.errors import DataError
+from edgevl.errors import DataError, NoUsableInputError
 
 Batch = dict[str, Any]
 
@@ -78,7 +78,8 @@ class BatchStream:
                     return batch
                 continue
             if fresh_epoch and self.position == 0:
-                raise DataError(f"the training data yields no full batch of {self.batch_size} (epoch {self.epoch})")
+                raise NoUsableInputError(f"the training data yields no full batch of {self.batch_size} "
+                                         f"(epoch {self.epoch}; see the skip counts in the run's skips/ folder)")
             self.epoch, self.position, self._iterator = self.epoch + 1, 0, None
             fresh_epoch = True
 

@@ -57,7 +57,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         pp = preprocess_val.cfg
         tokenizer = get_tokenizer(context_length=model.context_length)
         skips = cfg.run_dir / "skips"
-        common = {"tokenizer": tokenizer, "skip_log_dir": skips, "seed": cfg.seed}
+        common = {"tokenizer": tokenizer, "skip_log_dir": skips, "seed": cfg.seed, "strict": cfg.strict}
         distill, teachers = None, None
         if cfg.mode == "reinforced":
             from edgevl.train.manifest import check_reinforced_data

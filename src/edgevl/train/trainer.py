@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -29,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from edgevl.errors import CheckpointError, EdgevlError
-from edgevl.io import atomic_write_text
+from edgevl.locks import output_lock
 from edgevl.models.text import trim_causal_padding
 from edgevl.train.checkpoint import (
     load_training_checkpoint,
@@ -44,6 +45,7 @@ from edgevl.train.distributed import DistInfo, all_reduce_mean, barrier, init_di
 from edgevl.train.ema import ModelEMA
 from edgevl.train.evaluate import evaluate
 from edgevl.train.losses import DistillConfig, clip_loss, distill_terms, reinforced_loss
+from edgevl.train.run_folder import check_resume_settings, start_run_folder
 from edgevl.train.schedule import cosine_lr, set_lr
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.LocalResponseNorm)
@@ -326,13 +328,7 @@ class Trainer:
     def _start_run_folder(self) -> None:
         if not self.info.is_main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "params.json", self.cfg.to_json())
-        metrics = self.run_dir / "metrics.jsonl"
-        if metrics.exists():  # drop lines a killed run logged after its last checkpoint
-            keep = [line for line in metrics.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
-            atomic_write_text(metrics, "".join(line + "\n" for line in keep))
+        start_run_folder(self.run_dir, self.cfg.to_json(), self.step)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -359,12 +355,23 @@ class Trainer:
     # ----------------------------------------------------------------------------------- loop
     def fit(self) -> dict[str, float]:
         """Train (resuming first when `cfg.resume` is set) until `cfg.steps`; returns the last metrics."""
+        with output_lock(self.run_dir, "train", enabled=self.info.is_main):
+            return self._fit()
+
+    def _fit(self) -> dict[str, float]:
         cfg = self.cfg
         if cfg.resume:
+            if self.info.is_main:
+                check_resume_settings(self.run_dir, json.loads(cfg.to_json()))
             path = resolve_resume(cfg.resume, self.run_dir)
             if path is not None:
                 self.load(path)
         self._start_run_folder()
+        if self.step >= cfg.steps:
+            if self.info.is_main:
+                print(f"edgevl: {self.run_dir} already finished at step {self.step} of {cfg.steps}; nothing to train "
+                      "(raise --steps to continue it)", file=sys.stderr)
+            return {}
         global_batch = cfg.batch_size * cfg.accum_freq * self.info.world_size
         bar = tqdm(total=cfg.steps, initial=self.step, disable=None if self.info.is_main else True, desc="train")
         last: dict[str, float] = {}
