@@ -72,4 +72,46 @@ def test_cli_classify_and_embed(images, tmp_path, capsys):
     out = tmp_path / "e.npy"
     assert main(["embed", "--images", str(images), "--out", str(out), "--model", MODEL]) == 0
     assert np.load(out).shape[0] == 6
-    assert main(["classify", str(images / "broken.jpg"), "--labels", "a,b", "--model", MODEL]) == 2
+    assert main(["classify", str(images / "broken.jpg"), "--labels", "a,b", "--model", MODEL]) == 3
+
+
+def test_cli_all_bad_inputs_exit_3_and_write_nothing(images, tmp_path, capsys):
+    out = tmp_path / "bad.npy"
+    assert main(["embed", "--images", str(images / "broken.jpg"), "--out", str(out), "--model", MODEL]) == 3
+    assert "none of the 1 images could be read" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_cli_strict_fails_on_any_bad_input(images, tmp_path, capsys):
+    out = tmp_path / "e.npy"
+    assert main(["embed", "--images", str(images), "--out", str(out), "--model", MODEL, "--strict"]) == 2
+    assert "--strict: 1 bad images (first: " in capsys.readouterr().err and not out.exists()
+    assert main(["classify", str(images), "--labels", "a,b", "--model", MODEL, "--strict"]) == 2
+
+
+def test_cli_caption_skips_a_bad_image_and_captions_the_rest(images, capsys):
+    assert main(["caption", str(images), "--beam", "1", "--max-words", "3", "--json"]) == 0
+    captured = capsys.readouterr()
+    captioned = [item["image"] for item in json.loads(captured.out)]
+    assert len(captioned) == 6 and not any("broken" in p for p in captioned)
+    assert "skipped" in captured.err and "broken.jpg" in captured.err
+
+
+def test_non_finite_weights_are_an_error(images, tmp_path, capsys):
+    model = edgevl.create_model(MODEL)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    edgevl.save_pretrained(model, tmp_path / "nan-model")
+    argv = ["classify", str(images / "0.png"), "--labels", "a,b", "--model", MODEL]
+    assert main([*argv, "--pretrained", str(tmp_path / "nan-model")]) == 2
+    assert "holds non-finite values (NaN or infinity) in " in capsys.readouterr().err
+
+
+def test_non_finite_outputs_are_an_error():
+    from edgevl.errors import EdgevlError
+
+    model = edgevl.create_model(MODEL)
+    with torch.no_grad():
+        model.text.token_embedding.weight.fill_(float("inf"))  # a model that overflows, e.g. in half precision
+    with pytest.raises(EdgevlError, match="non-finite text embeddings"):
+        embed_texts(model, edgevl.get_tokenizer(MODEL), ["a red circle"])
