@@ -19,6 +19,7 @@ from edgevl.errors import ConfigError, DataError
 
 TABLE_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 MAX_CELL_CHARS = 2**31 - 1  # the largest limit the csv module takes
+BOM = b"\xef\xbb\xbf"
 DEFAULT_SEPARATORS = {"csv": ",", "tsv": "\t"}
 
 
@@ -56,26 +57,46 @@ class CaptionTable(MapReader):
         if self.fmt == "jsonl":
             return self._read_jsonl()
         delimiter = sep if sep is not None else DEFAULT_SEPARATORS[self.fmt]
+        with open(self.path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+            lines = list(fh)
         limit = csv.field_size_limit(MAX_CELL_CHARS)  # the default (131,072) would fail a whole table on one long cell
         try:
-            with open(self.path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-                reader = csv.DictReader(fh, delimiter=delimiter)
-                self._check_columns(reader.fieldnames or [])
-                return list(self._csv_rows(reader))
+            records = self._csv_records(lines, delimiter)
+            header = next(records, (0, []))[1]
+            self._check_columns(header)
+            return [_as_row(header, cells) for _, cells in records]
         finally:
             csv.field_size_limit(limit)
 
-    def _csv_rows(self, reader: csv.DictReader) -> Iterator[dict]:
-        """The rows a CSV reader can parse; a row it cannot is a counted `bad_row` skip, and reading goes on."""
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                self.skip_log.skip(f"line {reader.line_num}", "bad_row", f"unparsable row ({exc})", self.source)
-                continue
-            yield row
+    def _csv_records(self, lines: list[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
+        """(first line number, cells) of every record the csv module can parse; any other is a `bad_row` skip.
+
+        A record it cannot parse is skipped and reading goes on. A stray quote would make every line up to the
+        next quote (or the end of the file) part of one cell. So a record that spans several lines is kept only
+        when it is correctly quoted (a real multi-line caption); otherwise its first line is a `bad_row` and
+        reading goes on from the next line, so the rows behind a stray quote are not lost.
+        """
+        start = 0
+        while start < len(lines):
+            reader = csv.reader(lines[start:], delimiter=delimiter)
+            end = 0
+            while True:
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    self.skip_log.skip(f"line {start + reader.line_num}", "bad_row", f"unparsable row ({exc})",
+                                       self.source)
+                    end = reader.line_num
+                    continue
+                begin, end = end, reader.line_num
+                if end - begin > 1 and not _well_formed(lines[start + begin:start + end], delimiter):
+                    self.skip_log.skip(f"line {start + begin + 1}", "bad_row",
+                                       "a quote opened here does not close properly", self.source)
+                    start += begin + 1
+                    break
+                yield start + begin + 1, cells
 
     def _read_parquet(self) -> list[dict]:
         try:
@@ -93,6 +114,8 @@ class CaptionTable(MapReader):
         rows: list[dict] = []
         with open(self.path, "rb") as fh:
             for number, line in enumerate(fh, start=1):
+                if number == 1:
+                    line = line.removeprefix(BOM)
                 if not line.strip():
                     continue
                 try:
@@ -143,3 +166,20 @@ class CaptionTable(MapReader):
         else:
             raise SkipSample("missing_file", "no image in the row")
         return sample
+
+
+def _as_row(header: list[str], cells: list[str]) -> dict:
+    """A record as `csv.DictReader` makes it: missing cells are None, surplus cells go under the key None."""
+    row: dict = dict(zip(header, cells))
+    row.update({name: None for name in header[len(cells):]})
+    if len(cells) > len(header):
+        row[None] = cells[len(header):]
+    return row
+
+
+def _well_formed(lines: list[str], delimiter: str) -> bool:
+    """True when a record that spans these lines is one correctly quoted CSV record (a real multi-line cell)."""
+    try:
+        return len(list(csv.reader(lines, delimiter=delimiter, strict=True))) == 1
+    except csv.Error:
+        return False

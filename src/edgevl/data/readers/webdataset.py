@@ -64,10 +64,27 @@ def split_member_name(name: str) -> tuple[str, str] | None:
     return (f"{folder}/{stem}" if folder else stem), suffix.lower()
 
 
+class _CheckedTarInfo(tarfile.TarInfo):
+    """A member header that must be followed by another header or by the zero block that ends an archive.
+
+    `tarfile` takes a missing, partial or garbled header for the end of the archive, so a shard cut at a member
+    boundary would look complete; here that is damage, as it is for every other cut.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tarfile_)
+        except tarfile.EOFHeaderError:  # the zero block: a proper end
+            raise
+        except tarfile.HeaderError as exc:
+            raise tarfile.ReadError(f"no end-of-archive block: the tar is cut or damaged ({exc})") from None
+
+
 def _tar_members(stream: Any, problems: list[Exception]) -> Iterator[tuple[str, bytes]]:
     """(name, bytes) of the regular members of a tar stream; the first damage ends it and lands in `problems`."""
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=_CheckedTarInfo) as tar:
             for info in tar:
                 if not info.isreg() or _META_MEMBER.match(info.name):
                     continue
