@@ -242,7 +242,10 @@ class LightCap(nn.Module):
         """Strictly load a LightCap safetensors state dict."""
         from edgevl.tensor_files import read_safetensors
 
-        state = read_safetensors(path)
+        try:
+            state = read_safetensors(path)
+        except CheckpointError as exc:
+            raise CheckpointError(f"cannot read LightCap weights: {exc}") from exc
         try:
             result = self.load_state_dict(state, strict=False)
         except RuntimeError as exc:
