@@ -55,3 +55,27 @@ def test_the_error_names_the_holder(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "--model", "world-student-mci", "--parts", "image"],
+    ["world", "pretrain", "--what", "teacher-mci", "--steps", "1"],
+    ["compile", "--model", "world-student-mci", "--towers", "text"],
+])
+def test_every_writing_command_refuses_a_held_folder(tmp_path, capsys, argv):
+    import subprocess
+    import sys
+
+    from edgevl.cli import main
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom edgevl.locks import output_lock\n"
+                               f"with output_lock({str(tmp_path)!r}, 'train'):\n"
+                               "    print('held', flush=True)\n    time.sleep(60)\n"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main([*argv, "--out", str(tmp_path)]) == 4
+        assert f"in use by PID {holder.pid} (train" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()

@@ -119,3 +119,23 @@ def test_a_second_writer_fails_at_once_naming_the_holder(run_args, tmp_path, cap
         holder.wait()
     assert main(run_args) == 0  # a lock left by a killed process is stale: the next run takes it over
     assert "no longer running; taking it over" in capsys.readouterr().err
+
+
+def test_a_damaged_first_reinforced_sample_is_one_counted_skip(run_args, tmp_path, capsys):
+    import io
+    import tarfile
+
+    from edgevl.data.readers import merge_skip_logs
+
+    shard = tmp_path / "data" / "shard-0.tar"
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w") as tar:
+        for info, data in members:
+            if info.name == "s000.npz":
+                data = pickle.dumps(Payload(str(tmp_path / "payload-ran")))
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert main(run_args) == 0, capsys.readouterr().err
+    assert merge_skip_logs(tmp_path / "runs" / "r" / "skips")["bad_embeddings"] >= 1
+    assert not (tmp_path / "payload-ran").exists()

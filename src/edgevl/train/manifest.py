@@ -19,6 +19,7 @@ from edgevl.errors import ConfigError, DataError
 
 MANIFEST = "manifest.json"
 REQUIRED_MEMBERS = ("paug.json", "syn.json")
+LAYOUT_SAMPLES = 100  # samples looked at for one whose embeddings show the stored layout
 
 
 @dataclass(frozen=True)
@@ -70,20 +71,13 @@ def check_reinforced_data(spec: str, scales: list[float] | None) -> tuple[list[T
         kd_scales = tuple(float(s) for s in scales)
     else:
         kd_scales = tuple(t.logit_scale for t in teachers)
-    raw = next(read_shard(first, SkipLog()), None)
-    if raw is None:
-        raise DataError(f"reinforced shard {first} is empty or unreadable")
+    raw, emb = _first_readable(first)
     images = parsed.options.get("images")
     has_image = any(e in raw for e in IMAGE_EXTS) or images is not None
     missing = [m for m in REQUIRED_MEMBERS if m not in raw]
     missing += [] if has_image else ["image (jpg/png/webp, or ?images=...)"]
-    missing += [] if ("npz" in raw or "pth.gz" in raw) else ["npz or pth.gz"]
     if missing:
         raise DataError(f"reinforced sample {raw['__key__']!r} in {first} lacks members: {', '.join(missing)}")
-    try:
-        emb = load_embeddings(raw)
-    except SkipSample as exc:
-        raise DataError(f"reinforced sample {raw['__key__']!r} in {first}: {exc.reason}") from None
     width = sum(t.embed_dim for t in teachers)
     for key in ("image_emb", "text_emb"):
         if key not in emb or emb[key].ndim != 2:
@@ -93,3 +87,23 @@ def check_reinforced_data(spec: str, scales: list[float] | None) -> tuple[list[T
             raise DataError(f"{first}: {key} has width {emb[key].shape[1]} but the manifest's teachers {dims} "
                             f"sum to {width}")
     return teachers, kd_scales
+
+
+def _first_readable(shard: str, look: int = LAYOUT_SAMPLES) -> tuple[dict, dict]:
+    """The first of the first `look` samples of `shard` whose embeddings load, with them.
+
+    A damaged sample before it is the reader's business (one counted `bad_embeddings` skip during training);
+    only when none of them loads is the layout unknowable, and that is an error naming the first problem.
+    """
+    problem = None
+    for count, raw in enumerate(read_shard(shard, SkipLog()), start=1):
+        if "npz" not in raw and "pth.gz" not in raw:
+            problem = problem or f"reinforced sample {raw['__key__']!r} in {shard} lacks members: npz or pth.gz"
+        else:
+            try:
+                return raw, load_embeddings(raw)
+            except SkipSample as exc:
+                problem = problem or f"reinforced sample {raw['__key__']!r} in {shard}: {exc.reason}"
+        if count == look:
+            break
+    raise DataError(problem or f"reinforced shard {shard} is empty or unreadable")
