@@ -217,3 +217,16 @@ def test_compiled_graphs_keep_pooled_pruning_but_not_the_data_dependent_trim(mon
     with torch.inference_mode():
         assert torch.allclose(fast.encode_text(ids), model.encode_text(ids), atol=1e-5)
     assert rows == [2] and seen_lengths == [model.context_length]
+
+
+def test_pooled_pruning_of_a_one_block_tower():
+    """A text tower with one attention block (alone, or between MCt's two RepMixer blocks) prunes exactly too."""
+    texts = ["a", "a photo of a small red car"]
+    for name, text_cfg in (("world-teacher-vit", {"layers": 1}), ("MobileCLIP-S0", {"layers": 1})):
+        torch.manual_seed(0)
+        model = edgevl.create_model(name, image_size=64, text_cfg=text_cfg)
+        _randomize_bn(model)
+        fast = optimize_for_inference(model)
+        ids = edgevl.get_tokenizer(name)(texts)
+        with torch.inference_mode():
+            assert torch.allclose(fast.encode_text(ids), model.encode_text(ids), atol=1e-5), name

@@ -263,11 +263,12 @@ class TextTransformer(nn.Module):
         An attention block last needs only its end-token query (keys and values still come from every position);
         an MCt Text-RepMixer block last needs a ±reach window of its input, so the attention block before it runs
         its queries, projection and MLP on that window only. Same result as the full stack."""
-        *head, before, last = self.transformer.resblocks
+        *head, last = self.transformer.resblocks
         if not hasattr(last, "forward_center"):
-            for block in [*head, before]:
+            for block in head:
                 x = block(x, is_causal=self.causal)
             return _rows(last, x, eot[:, None], self.causal)[:, 0]
+        *head, before = head  # MCt: a Text-RepMixer block always follows at least one attention block
         for block in head:
             x = block(x, is_causal=self.causal)
         rows = eot[:, None] + torch.arange(-last.reach, last.reach + 1, device=x.device)
