@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from edgevl.errors import ImageLoadError
+from edgevl.errors import ConfigError, ImageLoadError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -36,6 +36,16 @@ INTERPOLATIONS = {
     "hamming": Image.Resampling.HAMMING,
 }
 RESIZE_MODES = ("shortest", "longest", "squash")
+# How images with transparency become RGB: "drop" is Pillow's `convert("RGB")` (the official open_clip /
+# MobileCLIP preprocessing: transparent pixels show whatever colour they store), the others composite the
+# image onto that background colour. docs/data.md explains the choice of default.
+ALPHA_BACKGROUNDS: dict[str, tuple[int, int, int] | None] = {
+    "drop": None,
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+}
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "PA")
 
 ImageSource = str | os.PathLike | bytes | BinaryIO | Image.Image
 
@@ -49,12 +59,30 @@ def resampling(name: str) -> Image.Resampling:
 
 
 # ------------------------------------------------------------------------------------------ loading
-def to_rgb(img: Image.Image) -> Image.Image:
+def check_alpha(alpha: str) -> str:
+    """Validate an alpha handling name (`ALPHA_BACKGROUNDS`)."""
+    if alpha not in ALPHA_BACKGROUNDS:
+        raise ConfigError(f"unknown alpha={alpha!r} (how transparent images become RGB); "
+                          f"choose from {list(ALPHA_BACKGROUNDS)}")
+    return alpha
+
+
+def has_alpha(img: Image.Image) -> bool:
+    """Whether the image has an alpha channel or a transparent colour/palette entry."""
+    return img.mode in _ALPHA_MODES or (img.mode in ("P", "L", "RGB") and "transparency" in img.info)
+
+
+def to_rgb(img: Image.Image, alpha: str = "drop") -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB.
 
     16/32-bit integer modes are scaled to 8 bits (Pillow's own conversion would clip them), float images are
     taken as [0, 1], and palette images with transparency go through RGBA first so Pillow does not warn.
+    Transparency is dropped (`alpha="drop"`) or composited onto a background colour (`"white"`, ...).
     """
+    background = ALPHA_BACKGROUNDS[check_alpha(alpha)]
+    if background is not None and has_alpha(img):
+        canvas = Image.new("RGBA", img.size, (*background, 255))
+        return Image.alpha_composite(canvas, img.convert("RGBA")).convert("RGB")
     mode = img.mode
     if mode == "RGB":
         return img
@@ -75,6 +103,35 @@ def to_rgb(img: Image.Image) -> Image.Image:
         raise ValueError(f"unsupported image mode {mode!r}: {exc}") from exc
 
 
+# A transparent region hides content when its stored colour is flat (95 % of it within _FLAT of the median)
+# and at least _HIDDEN_SHARE of the opaque pixels are within _NEAR of that colour. Regions under
+# _MIN_CLEAR of the image are ignored.
+_MIN_CLEAR, _FLAT, _NEAR, _HIDDEN_SHARE = 0.01, 24, 40, 0.5
+
+
+def alpha_risk(source: str | os.PathLike | Image.Image) -> str | None:
+    """What dropping alpha does to an image: None (no transparent region), "visible" (content stays visible)
+    or "hidden" (the colour stored under the transparent pixels matches most of the visible content)."""
+    if isinstance(source, (str, os.PathLike)):
+        with Image.open(source) as img:  # lazy: only images with transparency are decoded
+            return alpha_risk(img)
+    img = source
+    if not has_alpha(img):
+        return None
+    rgba = np.asarray(img.convert("RGBA"), dtype=np.int16)
+    clear, opaque = rgba[..., 3] == 0, rgba[..., 3] >= 128
+    if clear.mean() < _MIN_CLEAR:
+        return None
+    stored = rgba[..., :3][clear]
+    colour = np.median(stored, axis=0)
+    if np.percentile(np.abs(stored - colour).max(axis=1), 95) > _FLAT:
+        return "visible"  # not a flat mask: dropping alpha shows varied stored content
+    if not opaque.any():
+        return "hidden"
+    near = np.abs(rgba[..., :3][opaque] - colour).max(axis=1) <= _NEAR
+    return "hidden" if near.mean() >= _HIDDEN_SHARE else "visible"
+
+
 def _describe(source: ImageSource, name: str | None) -> str:
     if name:
         return name
@@ -85,13 +142,17 @@ def _describe(source: ImageSource, name: str | None) -> str:
     return getattr(source, "name", None) or f"<{type(source).__name__}>"
 
 
-def load_image(source: ImageSource, *, name: str | None = None, exif_transpose: bool = True) -> Image.Image:
+def load_image(
+    source: ImageSource, *, name: str | None = None, exif_transpose: bool = True, alpha: str = "drop"
+) -> Image.Image:
     """Decode an image fully and return it as 8-bit RGB.
 
     `source` is a path, raw bytes, a binary file object or a PIL image; `name` is used in error messages
-    (e.g. the key of a tar member). EXIF orientation is applied unless `exif_transpose=False`. Any failure
-    (missing, empty, truncated, corrupt, unsupported, decompression bomb) raises `ImageLoadError`.
+    (e.g. the key of a tar member). EXIF orientation is applied unless `exif_transpose=False`; `alpha` says how
+    transparency becomes RGB (`to_rgb`). Any failure (missing, empty, truncated, corrupt, unsupported,
+    decompression bomb) raises `ImageLoadError`.
     """
+    check_alpha(alpha)
     label = _describe(source, name)
     try:
         if isinstance(source, Image.Image):
@@ -118,7 +179,7 @@ def load_image(source: ImageSource, *, name: str | None = None, exif_transpose: 
                 fp.close()
         if exif_transpose:
             img = ImageOps.exif_transpose(img)
-        return to_rgb(img)
+        return to_rgb(img, alpha)
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from edgevl.data.readers import SkipLog, collate_samples, open_dataset
+from edgevl.data.readers import SkipLog, collate_samples, open_dataset, parse_spec
 from edgevl.errors import ConfigError, NoUsableInputError
 from edgevl.eval.retrieval import retrieval_metrics
-from edgevl.eval.templates import get_templates, read_classnames
-from edgevl.eval.zeroshot import build_zero_shot_classifier, classification_metrics
+from edgevl.eval.zeroshot import encode_images, zero_shot_metrics
 from edgevl.io import atomic_write_text
 
 TASKS = ("zeroshot_classification", "zeroshot_retrieval")
@@ -44,25 +44,6 @@ def _loader(dataset, batch_size: int, workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_samples)
 
 
-def _class_setup(dataset, root: Path, classnames: str | None, templates: str | None) -> tuple[list[str], list[str]]:
-    """Class names and templates: explicit files, else clip_benchmark files in the dataset root, else defaults."""
-    if classnames:
-        names = read_classnames(classnames)
-    elif (root / "classnames.txt").is_file():
-        names = read_classnames(root / "classnames.txt")
-    else:
-        names = [c.replace("_", " ") for c in dataset.classes]
-    if len(names) != len(dataset.classes):
-        raise ConfigError(f"{len(names)} class names given for {len(dataset.classes)} class folders")
-    if templates:
-        tmpl = get_templates(templates)
-    elif (root / "zeroshot_classification_templates.txt").is_file():
-        tmpl = get_templates(str(root / "zeroshot_classification_templates.txt"))
-    else:
-        tmpl = get_templates("photo")
-    return names, tmpl
-
-
 @torch.inference_mode()
 def evaluate_zeroshot(
     model: nn.Module,
@@ -77,22 +58,24 @@ def evaluate_zeroshot(
     skip_log: SkipLog | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
-    """acc1, acc5 and mean per-class recall on a class-folder dataset (`folder:` spec)."""
-    dataset = open_dataset(spec, transform=preprocess, skip_log=skip_log)
-    if not hasattr(dataset, "classes"):
+    """acc1, acc5 and mean per-class recall on a class-folder dataset (`folder:` spec).
+
+    `classnames` and `templates` are defaults for the spec's `?classnames=` / `?templates=` options; the folder
+    reader resolves them (`edgevl.eval.classnames`) exactly as training validation does. With `progress`, a bar
+    and a line on stderr saying where the class names and templates came from.
+    """
+    if parse_spec(spec).kind != "folder":
         raise ConfigError(f"zero-shot classification needs a class-folder dataset (folder:...), got {spec!r}")
-    names, tmpl = _class_setup(dataset, Path(dataset.root), classnames, templates)
-    classifier = build_zero_shot_classifier(model, tokenizer, names, tmpl)
-    logits, labels = [], []
-    for batch in tqdm(_loader(dataset, batch_size, workers), desc="zero-shot", disable=not progress):
-        if not batch:
-            continue
-        feats = F.normalize(model.encode_image(batch["image"]).float(), dim=-1)
-        logits.append(feats @ classifier)
-        labels.append(batch["label"])
-    if not logits:
+    dataset = open_dataset(spec, transform=preprocess, skip_log=skip_log, classnames=classnames, templates=templates)
+    setup = dataset.zeroshot
+    if progress:
+        print(f"{spec}: class names from {setup.names_source}; templates: {setup.templates_source}", file=sys.stderr)
+    loader = tqdm(_loader(dataset, batch_size, workers), desc="zero-shot", disable=not progress)
+    batches = ((batch["image"], batch["label"]) for batch in loader if batch)
+    metrics = zero_shot_metrics(model, tokenizer, setup.names, setup.templates, batches)
+    if metrics is None:
         raise NoUsableInputError(f"no readable images in {spec!r}")
-    return classification_metrics(torch.cat(logits), torch.cat(labels))
+    return metrics
 
 
 @torch.inference_mode()
@@ -115,7 +98,7 @@ def evaluate_retrieval(
         if not batch:
             continue
         offset = sum(f.shape[0] for f in image_feats)
-        image_feats.append(F.normalize(model.encode_image(batch["image"]).float(), dim=-1))
+        image_feats.append(encode_images(model, batch["image"]))
         texts = []
         for i, caps in enumerate(batch["captions"]):
             texts.extend(caps)
@@ -129,8 +112,6 @@ def evaluate_retrieval(
 
 def guess_task(spec: str) -> str:
     """Class folders are classification tasks; everything else (captions) is retrieval."""
-    from edgevl.data.readers import parse_spec
-
     return "zeroshot_classification" if parse_spec(spec).kind == "folder" else "zeroshot_retrieval"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgevl.errors import ConfigError
 
+DEFAULT_TEMPLATES = "photo"
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     # The bare class name: the fastest classifier, one text per class.
     "name": ("{}",),
@@ -53,11 +54,10 @@ def get_templates(name_or_path: str) -> list[str]:
 
 
 def read_classnames(path: str | Path) -> list[str]:
-    """Class names from a text file (one per line) or a JSON list / dict of lists (first value)."""
-    names = _read_list(Path(path))
-    if not names:
-        raise ConfigError(f"{path}: no class names found")
-    return names
+    """Class names in file order from any class-name file form (docs/eval.md); a mapping's folders are dropped."""
+    from edgevl.eval.classnames import read_names_file  # that module imports this one
+
+    return read_names_file(path).names
 
 
 def _read_list(path: Path) -> list[str]:

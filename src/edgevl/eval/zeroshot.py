@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,33 @@ def build_zero_shot_classifier(
         chunks.append(F.normalize(model.encode_text(ids).float(), dim=-1))
     per_text = torch.cat(chunks).view(len(classnames), len(templates), -1)
     return F.normalize(per_text.mean(dim=1), dim=-1).T.contiguous()
+
+
+def encode_images(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """L2-normalized float32 image embeddings, the features every zero-shot and retrieval score here uses."""
+    return F.normalize(model.encode_image(images).float(), dim=-1)
+
+
+@torch.inference_mode()
+def zero_shot_metrics(
+    model: nn.Module,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    classnames: Sequence[str],
+    templates: Sequence[Template],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    device: str | torch.device = "cpu",
+) -> dict[str, float] | None:
+    """Build the classifier and score every (images, labels) batch: `classification_metrics`, or None when
+    there was no batch. `edgevl eval` and training validation both score through here."""
+    classifier = build_zero_shot_classifier(model, tokenizer, classnames, templates, device=device)
+    logits, labels = [], []
+    for images, target in batches:
+        logits.append((encode_images(model, images.to(device)) @ classifier).cpu())
+        labels.append(target.cpu())
+    if not logits:
+        return None
+    return classification_metrics(torch.cat(logits), torch.cat(labels))
 
 
 def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:

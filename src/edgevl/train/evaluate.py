@@ -1,7 +1,10 @@
 """Periodic evaluation on a held-out split: image↔text retrieval and, for labelled folders, zero-shot accuracy.
 
 Metric names follow open_clip (`image_to_text_R@1`, `text_to_image_median_rank`, ...,
-`zeroshot-val-top1/top5`). Only the first `max_samples` good samples are scored, one caption per image.
+`zeroshot-val-top1/top5`). At most `max_samples` good samples are scored, one caption per image: the first
+ones of a stream, evenly spaced ones of a map-style dataset (a class folder is sorted by class). Zero-shot
+accuracy uses the folder reader's class names and templates and `edgevl.eval.zeroshot.zero_shot_metrics`, the
+same as `edgevl eval`, so both report the same top-1 for a checkpoint (docs/eval.md).
 """
 
 from __future__ import annotations
@@ -12,11 +15,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import IterableDataset
 
-ZEROSHOT_TEMPLATE = "a photo of a {}."
+from edgevl.eval.zeroshot import encode_images, zero_shot_metrics
 
 
 def _take(dataset: Iterable, max_samples: int) -> list[Any]:
+    if not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"):
+        n = len(dataset)
+        picks = range(n) if n <= max_samples else (i * n // max_samples for i in range(max_samples))
+        return [s for s in (dataset[i] for i in picks) if s is not None]
     samples = []
     for sample in dataset:
         if sample is not None:
@@ -46,32 +54,28 @@ def evaluate(
     max_samples: int = 1000,
     batch_size: int = 64,
 ) -> dict[str, float]:
-    """Retrieval metrics for captioned samples and zero-shot top-1/top-5 when the dataset has `classes`."""
+    """Retrieval metrics for captioned samples; zero-shot top-1/top-5 for a class folder (`dataset.zeroshot`)."""
     was_training = model.training
     model.eval()
     samples = _take(dataset, max_samples)
-    images = [s.image for s in samples]
-    feats = torch.cat([
-        model.encode_image(torch.stack(images[i : i + batch_size]).to(device), normalize=True).float()
-        for i in range(0, len(images), batch_size)
-    ]) if images else torch.empty(0)
+    chunks = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
     metrics: dict[str, float] = {"num_samples": float(len(samples))}
     captions = [s.caption for s in samples]
     if samples and all(c is not None for c in captions):
+        feats = torch.cat([encode_images(model, torch.stack([s.image for s in c]).to(device)) for c in chunks])
         text = torch.cat([
-            model.encode_text(tokenizer(captions[i : i + batch_size]).to(device), normalize=True).float()
-            for i in range(0, len(captions), batch_size)
+            F.normalize(model.encode_text(tokenizer([s.caption for s in c]).to(device)).float(), dim=-1)
+            for c in chunks
         ])
         sim = feats @ text.T
         metrics.update(_rank_metrics(sim, "image_to_text"))
         metrics.update(_rank_metrics(sim.T, "text_to_image"))
-    classes = getattr(dataset, "classes", None)
-    if samples and classes and all(s.label is not None for s in samples):
-        prompts = [ZEROSHOT_TEMPLATE.format(c.replace("_", " ")) for c in classes]
-        classifier = F.normalize(model.encode_text(tokenizer(prompts).to(device)).float(), dim=-1)
-        top = (feats @ classifier.T).topk(min(5, len(classes)), dim=1).indices
-        labels = torch.tensor([s.label for s in samples], device=top.device).unsqueeze(1)
-        metrics["zeroshot-val-top1"] = (top[:, :1] == labels).any(dim=1).float().mean().item()
-        metrics["zeroshot-val-top5"] = (top == labels).any(dim=1).float().mean().item()
+    setup = getattr(dataset, "zeroshot", None)
+    if samples and setup is not None and all(s.label is not None for s in samples):
+        batches = ((torch.stack([s.image for s in c]), torch.tensor([s.label for s in c])) for c in chunks)
+        scores = zero_shot_metrics(model, tokenizer, setup.names, setup.templates, batches, device=device)
+        assert scores is not None  # there was at least one batch
+        metrics["zeroshot-val-top1"] = scores["acc1"]
+        metrics["zeroshot-val-top5"] = scores["acc5"]
     model.train(was_training)
     return metrics

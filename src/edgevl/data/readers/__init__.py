@@ -52,7 +52,7 @@ __all__ = [
 
 READER_KINDS = ("wds", "csv", "tsv", "jsonl", "parquet", "coco", "karpathy", "folder", "reinforced")
 # spec option -> (constructor argument, type); options every reader takes are in _COMMON
-_COMMON = {"caption": ("caption_mode", str), "seed": ("seed", int)}
+_COMMON = {"caption": ("caption_mode", str), "seed": ("seed", int), "alpha": ("alpha", str)}
 _STREAM = {"shuffle": ("shuffle", bool), "buffer": ("shuffle_buffer", int)}
 _TABLE = {
     "img_key": ("img_key", str),
@@ -69,7 +69,7 @@ _OPTIONS: dict[str, dict[str, tuple[str, type]]] = {
     "parquet": _TABLE,
     "coco": {"images": ("images", str)},
     "karpathy": {"images": ("images", str), "split": ("split", str)},
-    "folder": {},
+    "folder": {"classnames": ("classnames", str), "templates": ("templates", str)},
     "reinforced": {
         **_STREAM,
         "images": ("images", str),

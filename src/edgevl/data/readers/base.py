@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from edgevl.data.transforms import load_image
+from edgevl.data.transforms import check_alpha, load_image
 from edgevl.errors import ConfigError, DataError, ImageLoadError
 
 CAPTION_MODES = ("first", "random", "all")
@@ -252,16 +252,19 @@ def finish(
     return sample
 
 
-def open_image(source: Any, key: str) -> Image.Image:
-    """`load_image` with failures turned into `SkipSample`."""
+def open_image(source: Any, key: str, alpha: str = "drop") -> Image.Image:
+    """`load_image` (transparency handled as `alpha` says) with failures turned into `SkipSample`."""
     try:
-        return load_image(source, name=key)
+        return load_image(source, name=key, alpha=alpha)
     except ImageLoadError as exc:
         raise image_problem(exc) from None
 
 
 class MapReader(Dataset, ABC):
     """Map-style reader over an in-memory index; `__getitem__` returns None for a skipped sample.
+
+    `alpha` says how transparent images become RGB (`edgevl.data.transforms.ALPHA_BACKGROUNDS`; the spec
+    option `?alpha=white`).
 
     Subclasses fill `self.items` and implement `load(item, key) -> Sample` (raising `SkipSample`). Use
     `collate_samples` (drops the Nones) with a DataLoader, and `RankSampler` to split indices over ranks.
@@ -277,6 +280,7 @@ class MapReader(Dataset, ABC):
         caption_mode: str = "first",
         seed: int = 0,
         skip_log: SkipLog | None = None,
+        alpha: str = "drop",
     ) -> None:
         self.transform = transform
         self.tokenizer = tokenizer
@@ -284,6 +288,7 @@ class MapReader(Dataset, ABC):
         self.seed = seed
         self.epoch = 0
         self.skip_log = skip_log if skip_log is not None else SkipLog()
+        self.alpha = check_alpha(alpha)
         self.items: list[Any] = []
 
     def set_epoch(self, epoch: int) -> None:

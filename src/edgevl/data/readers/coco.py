@@ -38,7 +38,7 @@ class CaptionedImages(MapReader):
         key, path, captions, meta = self.items[index]
         sample = Sample(key=key, meta={**meta, "path": str(path)})
         fill_captions(sample, captions, self.caption_mode, self.seed, self.epoch)
-        sample.image = open_image(path, str(path))
+        sample.image = open_image(path, str(path), self.alpha)
         return sample
 
 

@@ -158,11 +158,11 @@ class CaptionTable(MapReader):
         if isinstance(image, dict):
             image = image.get("bytes") or image.get("path")
         if isinstance(image, bytes):
-            sample.image = open_image(image, key)
+            sample.image = open_image(image, key, self.alpha)
         elif isinstance(image, str) and image:
             path = self.root / image
             sample.meta["path"] = str(path)
-            sample.image = open_image(path, str(path))
+            sample.image = open_image(path, str(path), self.alpha)
         else:
             raise SkipSample("missing_file", "no image in the row")
         return sample

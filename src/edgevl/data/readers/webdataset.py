@@ -36,6 +36,7 @@ from edgevl.data.readers.base import (
     open_image,
     read_one,
 )
+from edgevl.data.transforms import check_alpha
 from edgevl.errors import ConfigError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -169,6 +170,7 @@ class ShardedTarReader(IterableDataset, ABC):
         shuffle: bool = False,
         shuffle_buffer: int = 0,
         skip_log: SkipLog | None = None,
+        alpha: str = "drop",
     ) -> None:
         self.urls = expand_urls(urls)
         self.transform = transform
@@ -178,6 +180,7 @@ class ShardedTarReader(IterableDataset, ABC):
         self.shuffle = shuffle
         self.shuffle_buffer = shuffle_buffer
         self.skip_log = skip_log if skip_log is not None else SkipLog()
+        self.alpha = check_alpha(alpha)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -274,7 +277,7 @@ class WebDatasetReader(ShardedTarReader):
             sample.label = parse_label(raw.get(self.label_key))
         if "json" in raw:
             sample.meta.update(parse_json_member(raw["json"], "json"))
-        sample.image = open_image(raw[ext], f"{url}:{key}.{ext}")
+        sample.image = open_image(raw[ext], f"{url}:{key}.{ext}", self.alpha)
         return sample
 
 
