@@ -16,6 +16,11 @@ from edgevl.io import sha256_file
 from edgevl.reinforce.teachers import autocast, weights_file
 
 
+def syn_key(index: int) -> str:
+    """The `syn.json` key of captioner `index`: `syn_text` for the first (as DataCompDR), then `syn_text_1`, ..."""
+    return "syn_text" if index == 0 else f"syn_text_{index}"
+
+
 def cut_caption(text: str) -> str:
     """The reference post-processing: keep the text before the first "." and strip surrounding space."""
     return text.split(".", 1)[0].strip()
@@ -32,11 +37,14 @@ class Captioner:
                  temperature: float = 1.0) -> None:
         from edgevl.data.transforms import ImageTransform
         from edgevl.models.factory import LOCAL_DIR, parse_model_spec
+        from edgevl.models.lightcap.backbones import warn_if_untrained
         from edgevl.models.lightcap.model import create_lightcap
 
         self.spec = spec
         name, weights = parse_model_spec(spec, "captioner")
-        self.model = create_lightcap(name, weights).optimize_for_inference().to(device).eval()
+        model = create_lightcap(name, weights)
+        self.backbone_trained = not warn_if_untrained(model.backbone, f"captioner {spec!r}")
+        self.model = model.optimize_for_inference().to(device).eval()
         self.weights = weights or name.removeprefix(LOCAL_DIR)
         self.weights_sha256 = sha256_file(weights_file(self.weights))
         self.device, self.precision = device, precision
@@ -58,6 +66,7 @@ class Captioner:
             "max_tokens": self.model.max_new_tokens,
             "cut_at": ".",
             "image_size": self.model.config.image_size,
+            "backbone_trained": self.backbone_trained,
         }
 
     @torch.inference_mode()
@@ -96,3 +105,10 @@ class Captioner:
         ids = torch.stack(out, 1).tolist()
         texts = [cut_caption(model.vocab.decode(row)) for row in ids]
         return [texts[i * num_samples:(i + 1) * num_samples] for i in range(batch)]
+
+
+def as_captioner_list(captioners: Captioner | Sequence[Captioner] | None) -> list[Captioner]:
+    """One captioner, a sequence of them or None, as a list."""
+    if captioners is None:
+        return []
+    return [captioners] if isinstance(captioners, Captioner) else list(captioners)

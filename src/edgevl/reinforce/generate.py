@@ -10,6 +10,7 @@ depend on the number of processes. Rank 0 writes `manifest.json` and `sizes.json
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +24,9 @@ from edgevl.data.readers import SkipLog
 from edgevl.errors import ConfigError
 from edgevl.io import atomic_write_text, sha256_file
 from edgevl.locks import output_lock
-from edgevl.reinforce.captioner import Captioner
+from edgevl.models.factory import split_model_specs
+from edgevl.progress import Progress
+from edgevl.reinforce.captioner import Captioner, as_captioner_list, syn_key
 from edgevl.reinforce.inputs import InputSample, InputShards, member_key, seed_for
 from edgevl.reinforce.manifest import build_manifest, write_manifest
 from edgevl.reinforce.storage import ShardWriter, check_storage, embedding_blob
@@ -32,6 +35,7 @@ from edgevl.reinforce.teachers import Teacher
 STATE_DIR = "_state"
 SETTINGS = "settings.json"
 BARRIER_TIMEOUT_S = 7 * 24 * 3600.0  # ranks that finish early wait for the slowest one at the final barrier
+DEFAULT_SYN_CAPTIONS = 5
 
 
 def shard_name(index: int) -> str:
@@ -41,14 +45,18 @@ def shard_name(index: int) -> str:
 @dataclass(frozen=True)
 class ReinforceConfig:
     """Everything `edgevl reinforce run` takes; the fields except `out`, `device`, `progress` and `strict` are
-    recorded in `_state/settings.json` and must match when a run is resumed."""
+    recorded in `_state/settings.json` and must match when a run is resumed.
+
+    `captioner` is one LightCap spec, several comma-separated, or None for teacher-only data (no synthetic
+    captions); `num_syn_captions` is per captioner (default 5, and 0 without a captioner).
+    """
 
     data: str
     out: str
     teachers: tuple[str, ...]
-    captioner: str
+    captioner: str | None = None
     num_augs: int = 10
-    num_syn_captions: int = 5
+    num_syn_captions: int | None = None
     dtype: str = "fp16"
     fmt: str | None = None
     seed: int = 0
@@ -70,18 +78,38 @@ class ReinforceConfig:
         for name in ("out", "device", "progress", "strict"):
             data.pop(name)
         data["fmt"] = check_storage(self.dtype, self.fmt)
+        data["num_syn_captions"] = self.syn_per_captioner
         data["teachers"] = list(self.teachers)
         data["logit_scales"] = list(self.logit_scales) if self.logit_scales else None
         return data
+
+    @property
+    def captioners(self) -> tuple[str, ...]:
+        """The captioner specs in stored order (empty for teacher-only data)."""
+        return split_model_specs(self.captioner or "")
+
+    @property
+    def syn_per_captioner(self) -> int:
+        """Synthetic captions each captioner writes per image (0 without a captioner)."""
+        if self.num_syn_captions is not None:
+            return self.num_syn_captions
+        return DEFAULT_SYN_CAPTIONS if self.captioners else 0
 
     def check(self) -> None:
         """Reject impossible settings with a message naming the flag."""
         if not self.teachers:
             raise ConfigError("--teachers: give at least one teacher (MODEL:WEIGHTS)")
-        for name, value in (("--num-augs", self.num_augs), ("--num-syn-captions", self.num_syn_captions),
-                            ("--batch-size", self.batch_size), ("--shard-size", self.shard_size)):
+        for name, value in (("--num-augs", self.num_augs), ("--batch-size", self.batch_size),
+                            ("--shard-size", self.shard_size)):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        syn = self.syn_per_captioner
+        if self.captioners and syn < 1:
+            raise ConfigError(f"--num-syn-captions must be >= 1 with --captioner, got {syn}; leave --captioner "
+                              "out for teacher-only data")
+        if not self.captioners and syn != 0:
+            raise ConfigError(f"--num-syn-captions {syn} needs --captioner (teacher-only data stores no synthetic "
+                              "captions)")
         if self.logit_scales is not None and len(self.logit_scales) != len(self.teachers):
             raise ConfigError(f"--logit-scales gives {len(self.logit_scales)} values for {len(self.teachers)} teachers")
         check_storage(self.dtype, self.fmt)
@@ -91,8 +119,10 @@ class ShardJob:
     """The loaded models and settings that turn one input shard into one output shard."""
 
     def __init__(self, cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence[Teacher],
-                 captioner: Captioner, aug: AugmentConfig, out: Path) -> None:
-        self.cfg, self.inputs, self.teachers, self.captioner = cfg, inputs, list(teachers), captioner
+                 captioners: Captioner | Sequence[Captioner] | None, aug: AugmentConfig, out: Path) -> None:
+        """`captioners`: one, several (stored side by side in that order) or None (teacher-only data)."""
+        self.cfg, self.inputs, self.teachers = cfg, inputs, list(teachers)
+        self.captioners = as_captioner_list(captioners)
         self.aug, self.out = aug, out
         self.fmt = check_storage(cfg.dtype, cfg.fmt)
 
@@ -139,9 +169,9 @@ class ShardJob:
         for s in samples:
             gen = torch.Generator().manual_seed(seed_for(cfg.seed, s.key, "augment"))
             records.append([sample_record(s.image.width, s.image.height, self.aug, gen) for _ in range(cfg.num_augs)])
-        seeds = [seed_for(cfg.seed, s.key, "caption") for s in samples]
-        synthetic = self.captioner.sample(images, seeds, cfg.num_syn_captions)
-        texts = [t for s, syn in zip(samples, synthetic) for t in (s.caption, *syn)]
+        synthetic = self._synthetic(samples, images)
+        texts = [t for s, syn in zip(samples, synthetic) for t in [s.caption, *itertools.chain(*syn.values())]]
+        rows = 1 + len(self.captioners) * cfg.syn_per_captioner
         image_blocks, text_blocks = [], []
         replays: dict[tuple, torch.Tensor] = {}
         for teacher in self.teachers:
@@ -149,7 +179,7 @@ class ShardJob:
             if view not in replays:
                 replays[view] = teacher.replay_batch(images, records)
             image_blocks.append(teacher.embed_images(replays[view]).view(len(batch), cfg.num_augs, -1))
-            text_blocks.append(teacher.embed_texts(texts).view(len(batch), 1 + cfg.num_syn_captions, -1))
+            text_blocks.append(teacher.embed_texts(texts).view(len(batch), rows, -1))
         image_emb, text_emb = torch.cat(image_blocks, -1), torch.cat(text_blocks, -1)
         for i, (key, s) in enumerate(batch):
             meta = {**s.meta, "uid": s.meta.get("uid", s.key), "key": s.key,
@@ -161,12 +191,28 @@ class ShardJob:
                     members["cls"] = str(s.label).encode("ascii")
             members["json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
             members["paug.json"] = encode_paug(records[i], string_form=True).encode("utf-8")
-            members["syn.json"] = json.dumps({"syn_text": synthetic[i]}, ensure_ascii=False).encode("utf-8")
+            members["syn.json"] = json.dumps(synthetic[i], ensure_ascii=False).encode("utf-8")
             members[self.fmt] = embedding_blob({"image_emb": image_emb[i], "text_emb": text_emb[i]},
                                                cfg.dtype, self.fmt)
             writer.add(key, members)
         if progress is not None:
             progress.update(len(batch))
+
+    def _synthetic(self, samples: list[InputSample], images: list) -> list[dict[str, list[str]]]:
+        """Each sample's `syn.json` content: one key per captioner in order (`{"syn_text": []}` with none).
+
+        Captioner k draws image i's captions from seed stream `caption` (k = 0) or `caption_<k>`, so the first
+        captioner's captions do not depend on whether others are added.
+        """
+        if not self.captioners:
+            return [{syn_key(0): []} for _ in samples]
+        out: list[dict[str, list[str]]] = [{} for _ in samples]
+        for k, captioner in enumerate(self.captioners):
+            stream = "caption" if k == 0 else f"caption_{k}"
+            seeds = [seed_for(self.cfg.seed, s.key, stream) for s in samples]
+            for row, texts in zip(out, captioner.sample(images, seeds, self.cfg.syn_per_captioner)):
+                row[syn_key(k)] = texts
+        return out
 
 
 def completed_stats(out: Path, shard: int) -> dict[str, Any] | None:
@@ -221,8 +267,6 @@ def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
 
 def _reinforce(cfg: ReinforceConfig, info: Any) -> dict[str, Any]:
     """The body of `reinforce`, run while rank 0 holds the output folder's lock."""
-    from tqdm import tqdm
-
     from edgevl.train.distributed import barrier
 
     out = Path(cfg.out)
@@ -234,17 +278,16 @@ def _reinforce(cfg: ReinforceConfig, info: Any) -> dict[str, Any]:
     pending = [i for i in range(len(inputs)) if completed_stats(out, i) is None]
     scales = cfg.logit_scales or (None,) * len(cfg.teachers)
     teachers = [Teacher(spec, info.device, cfg.precision, scale) for spec, scale in zip(cfg.teachers, scales)]
-    captioner = Captioner(cfg.captioner, info.device, cfg.precision, cfg.top_p, cfg.temperature)
+    captioners = [Captioner(spec, info.device, cfg.precision, cfg.top_p, cfg.temperature) for spec in cfg.captioners]
     aug = AugmentConfig(size=cfg.aug_size or teachers[0].size, interpolation=teachers[0].interpolation,
                         mean=teachers[0].mean, std=teachers[0].std)
     if info.is_main:  # only now that everything loaded, so a failed start leaves no settings behind
         atomic_write_text(out / STATE_DIR / SETTINGS, json.dumps(cfg.settings(), indent=1, sort_keys=True) + "\n")
     barrier()  # every rank listed the pending shards before any rank writes one
     mine = pending[info.rank::info.world_size]
-    job = ShardJob(cfg, inputs, teachers, captioner, aug, out)
+    job = ShardJob(cfg, inputs, teachers, captioners, aug, out)
     show = cfg.progress and info.is_main
-    with tqdm(total=_progress_total(inputs, mine), unit="sample", desc="reinforce", disable=not show,
-              dynamic_ncols=True) as bar:
+    with Progress(_progress_total(inputs, mine), desc="reinforce", unit="sample", enabled=show) as bar:
         for shard in mine:
             job.run(shard, bar)
     barrier()
@@ -253,7 +296,7 @@ def _reinforce(cfg: ReinforceConfig, info: Any) -> dict[str, Any]:
         missing = [shard_name(i) for i, s in enumerate(stats) if s is None]
         if missing:
             raise ConfigError(f"shards not finished: {', '.join(missing[:5])}; run again to complete them")
-        manifest = build_manifest(cfg, inputs, teachers, captioner, aug, stats)
+        manifest = build_manifest(cfg, inputs, teachers, captioners, aug, stats)
         write_manifest(out, manifest)
         for stray in out.glob(".*.tmp"):
             stray.unlink(missing_ok=True)

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from edgevl import __version__
 from edgevl.errors import DataError
 from edgevl.io import atomic_write_text
+from edgevl.reinforce.captioner import Captioner, as_captioner_list, syn_key
 
 if TYPE_CHECKING:
     from edgevl.data.augment import AugmentConfig
-    from edgevl.reinforce.captioner import Captioner
     from edgevl.reinforce.generate import ReinforceConfig
     from edgevl.reinforce.inputs import InputShards
     from edgevl.reinforce.teachers import Teacher
@@ -37,9 +37,23 @@ def skip_totals(stats: Sequence[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
-def build_manifest(cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence[Teacher], captioner: Captioner,
-                   aug: AugmentConfig, stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def text_rows(keys: Sequence[str], per_key: int) -> str:
+    """The manifest's description of the `text_emb` rows for the synthetic keys `keys` in stored order."""
+    if not keys:
+        return "row 0: real caption (txt); no synthetic captions (teacher-only data)"
+    if len(keys) == 1:
+        return f"row 0: real caption (txt); row 1 + s: syn.json {keys[0]}[s]"
+    rows = [f"rows {1 + k * per_key}..{(k + 1) * per_key}: syn.json {key}[s]" for k, key in enumerate(keys)]
+    return "; ".join(["row 0: real caption (txt)", *rows])
+
+
+def build_manifest(cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence[Teacher],
+                   captioners: Captioner | Sequence[Captioner] | None, aug: AugmentConfig,
+                   stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The manifest of a finished run from its settings, models and per-shard statistics."""
+    captioners = as_captioner_list(captioners)
+    keys = [syn_key(k) for k in range(len(captioners))]
+    per_key = cfg.syn_per_captioner
     settings = cfg.settings()
     width = sum(t.embed_dim for t in teachers)
     skipped = skip_totals(stats)
@@ -51,18 +65,18 @@ def build_manifest(cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence
         "source": {"data": cfg.data, "shards": len(inputs), "shard_size": cfg.shard_size,
                    "skipped_when_opening": open_skips},
         "teachers": [t.describe() for t in teachers],
-        "captioner": captioner.describe(),
+        "captioners": [{"key": key, **c.describe()} for key, c in zip(keys, captioners)],
         "augmentation": aug.to_dict(),
         "num_augs": cfg.num_augs,
-        "num_syn_captions": cfg.num_syn_captions,
+        "num_syn_captions": per_key,
         "seed": cfg.seed,
         "compute_precision": cfg.precision,
         "embeddings": {
             "dtype": cfg.dtype,
             "member": settings["fmt"],
             "image_emb": [cfg.num_augs, width],
-            "text_emb": [1 + cfg.num_syn_captions, width],
-            "text_rows": "row 0: real caption (txt); row 1 + s: syn.json syn_text[s]",
+            "text_emb": [1 + len(keys) * per_key, width],
+            "text_rows": text_rows(keys, per_key),
             "columns": "teacher blocks in the order of 'teachers', each L2-normalized",
         },
         "images": "included" if cfg.images else f"companion: join with {cfg.data} by key",
@@ -80,6 +94,14 @@ def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     sizes = {s["name"]: s["samples"] for s in manifest["shards"]}
     atomic_write_text(out / SIZES, json.dumps(sizes, indent=1) + "\n")
+
+
+def synthetic_keys(manifest: dict[str, Any]) -> list[str]:
+    """The `syn.json` keys a manifest's captioners wrote, in stored order (`syn_text` for a one-captioner
+    manifest written before `captioners` was a list)."""
+    if "captioners" in manifest:
+        return [str(c["key"]) for c in manifest["captioners"]]
+    return ["syn_text"] if manifest.get("num_syn_captions") else []
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

@@ -24,10 +24,11 @@ FORWARD_CHUNK = 256  # images or texts per forward pass (fixed, so results do no
 
 
 def weights_file(path: str | Path) -> Path:
-    """The file holding the weights of a weights path (a folder's safetensors/bin file, or the file itself)."""
-    from edgevl.models.checkpoint import find_weights
+    """The file holding the weights of a weights path: the file itself, a model folder's weights file, or a
+    training run folder's newest model."""
+    from edgevl.models.checkpoint import describe_pretrained, find_weights
 
-    path = Path(path)
+    path = describe_pretrained(path).weights
     return find_weights(path) if path.is_dir() else path
 
 

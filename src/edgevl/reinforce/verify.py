@@ -1,8 +1,8 @@
 """`edgevl reinforce verify DIR`: check a reinforced dataset against its manifest.
 
 Checks the shard list (present, size and SHA-256, no unlisted or half-written shards), every sample's members,
-the number of augmentation records and synthetic captions, and the embedding shapes, dtype and per-teacher
-norms (1 within the storage dtype's rounding).
+the number of augmentation records and synthetic captions (per captioner key, or none for teacher-only data),
+and the embedding shapes, dtype and per-teacher norms (1 within the storage dtype's rounding).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from edgevl.data.readers.reinforced import load_embeddings
 from edgevl.data.readers.webdataset import IMAGE_EXTS, RawSample, SkipSample, read_shard
 from edgevl.errors import EdgevlError
 from edgevl.io import sha256_file
-from edgevl.reinforce.manifest import read_manifest
+from edgevl.reinforce.manifest import read_manifest, synthetic_keys
 from edgevl.reinforce.storage import STORAGE_DTYPES
 
 NORM_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-3, "bf16": 1e-2}
@@ -57,19 +57,17 @@ def _sample_problems(raw: RawSample, manifest: dict[str, Any]) -> list[str]:
             problems.append(f"{len(records)} augmentation records, expected {num_augs}")
     except EdgevlError as exc:
         problems.append(f"paug.json: {exc}")
-    try:
-        syn = json.loads(raw["syn.json"].decode("utf-8")).get("syn_text")
-    except (UnicodeDecodeError, ValueError, AttributeError):
-        syn = None
-    if not isinstance(syn, list) or len(syn) != num_syn or not all(isinstance(t, str) and t for t in syn):
-        problems.append(f"syn.json must hold {num_syn} non-empty captions under 'syn_text'")
+    keys = synthetic_keys(manifest)
+    problem = _synthetic_problem(raw["syn.json"], keys, num_syn)
+    if problem:
+        problems.append(problem)
     try:
         emb = load_embeddings(raw)
     except SkipSample as exc:
         return [*problems, exc.reason]
     dims = [t["embed_dim"] for t in manifest["teachers"]]
     dtype = manifest["embeddings"]["dtype"]
-    for name, rows in (("image_emb", num_augs), ("text_emb", 1 + num_syn)):
+    for name, rows in (("image_emb", num_augs), ("text_emb", 1 + len(keys) * num_syn)):
         tensor = emb.get(name)
         if tensor is None or tuple(tensor.shape) != (rows, sum(dims)):
             shape = None if tensor is None else tuple(tensor.shape)
@@ -84,11 +82,31 @@ def _sample_problems(raw: RawSample, manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _synthetic_problem(member: bytes, keys: list[str], num_syn: int) -> str | None:
+    """What is wrong with a `syn.json`: it must hold exactly the manifest's keys with `num_syn` non-empty
+    captions each, or just an empty `syn_text` list for teacher-only data."""
+    try:
+        syn = json.loads(member.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        syn = None
+    if not keys:
+        return None if syn == {"syn_text": []} else "syn.json must be {\"syn_text\": []} (teacher-only data)"
+    found = sorted(k for k in syn if k.startswith("syn_text")) if isinstance(syn, dict) else []
+    if found != sorted(keys) or not all(
+            isinstance(syn[k], list) and len(syn[k]) == num_syn and all(isinstance(t, str) and t for t in syn[k])
+            for k in keys):
+        return f"syn.json must hold {num_syn} non-empty captions under each of {keys}"
+    return None
+
+
 def verify(folder: str | Path) -> VerifyReport:
     """Check the reinforced dataset in `folder`; the report lists every problem found."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     report = VerifyReport()
+    keys, num_syn = synthetic_keys(manifest), manifest["num_syn_captions"]
+    if bool(keys) != bool(num_syn):
+        report.problems.append(f"manifest: {num_syn} synthetic captions per image for the captioner keys {keys}")
     listed = {s["name"] for s in manifest["shards"]}
     report.problems += [f"{p.name}: shard not in the manifest" for p in sorted(folder.glob("*.tar"))
                         if p.name not in listed]

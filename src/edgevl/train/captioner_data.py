@@ -1,12 +1,14 @@
 """Caption training data: reference captions from any reader spec, frozen-backbone grid cache, token targets.
 
 The backbone of a LightCap is frozen and training uses no augmentation, so every image's grid features are
-computed once and kept in memory; a training step then runs only the trainable parts.
+computed once and kept in memory; a training step then runs only the trainable parts. Each image also keeps
+the labels its caption should name (class, and a world object's colour and shape) for the accuracy check.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,14 +28,44 @@ STOPWORDS = frozenset(
 
 @dataclass
 class CaptionData:
-    """Images (as frozen-backbone grids [N, C, H, W]) with their reference captions and keys."""
+    """Images (as frozen-backbone grids [N, C, H, W]) with their reference captions and keys, and optionally
+    what a caption of each should name (`sample_labels`; an image may have references, labels or both)."""
 
     keys: list[str]
     grids: torch.Tensor
     references: list[list[str]]
+    labels: list[dict[str, str]] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+def class_phrase(name: str) -> str:
+    """A class folder name as the words a caption would use: '003_red_triangle' -> 'red triangle'."""
+    return " ".join(caption_words(re.sub(r"^\d+[_\-\s]+", "", name)))
+
+
+def caption_words(text: str) -> list[str]:
+    """Lower-case alphanumeric words of a caption or label, for whole-word matching."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def sample_labels(sample: Sample, class_names: Sequence[str] | None = None) -> dict[str, str]:
+    """What a caption of `sample` should name: `class` for a labelled image (`class_names[label]`, else the image
+    folder reader's class folder `meta['class']`), and for a world image the primary object's `color`, `shape` and
+    `class` ('red star', the world's headline classification task)."""
+    labels: dict[str, str] = {}
+    world = sample.meta.get("labels")
+    primary = world.get("objects", [None])[0] if isinstance(world, dict) and world.get("objects") else None
+    if isinstance(primary, dict) and isinstance(primary.get("color"), str) and isinstance(primary.get("shape"), str):
+        labels = {"class": f"{primary['color']} {primary['shape']}", "color": primary["color"],
+                  "shape": primary["shape"]}
+    name = sample.meta.get("class")
+    if class_names is not None and sample.label is not None and 0 <= sample.label < len(class_names):
+        name = class_names[sample.label]
+    if isinstance(name, str) and class_phrase(name):
+        labels["class"] = class_phrase(name)
+    return labels
 
 
 def reference_captions(sample: Sample) -> list[str]:
@@ -56,16 +88,21 @@ def reference_captions(sample: Sample) -> list[str]:
 
 
 def load_caption_data(spec: str, model: torch.nn.Module, *, limit: int | None = None, batch_size: int = 64,
-                      progress: bool = False) -> CaptionData:
-    """Read up to `limit` samples of a reader spec, preprocess them for `model` and cache its backbone grids."""
+                      progress: bool = False, require_captions: bool = True) -> CaptionData:
+    """Read up to `limit` samples of a reader spec, preprocess them for `model` and cache its backbone grids.
+
+    Images without a caption are left out, unless `require_captions` is False and they carry labels (an image
+    folder as validation data: class accuracy without CIDEr)."""
     from tqdm import tqdm
 
     from edgevl.data.readers import open_dataset
     from edgevl.data.transforms import ImageTransform
 
     dataset = open_dataset(spec, transform=ImageTransform(model.config.preprocess), caption="all")
+    class_names = getattr(getattr(dataset, "zeroshot", None), "names", None)  # an image folder's class names
     keys: list[str] = []
     refs: list[list[str]] = []
+    labels: list[dict[str, str]] = []
     grids: list[torch.Tensor] = []
     pending: list[torch.Tensor] = []
 
@@ -78,11 +115,12 @@ def load_caption_data(spec: str, model: torch.nn.Module, *, limit: int | None = 
     for sample in dataset:
         if sample is None:
             continue
-        captions = reference_captions(sample)
-        if not captions:
+        captions, named = reference_captions(sample), sample_labels(sample, class_names)
+        if not captions and (require_captions or not named):
             continue
         keys.append(sample.key)
         refs.append(captions)
+        labels.append(named)
         pending.append(sample.image)
         bar.update(1)
         if len(pending) == batch_size:
@@ -92,8 +130,8 @@ def load_caption_data(spec: str, model: torch.nn.Module, *, limit: int | None = 
     flush()
     bar.close()
     if not keys:
-        raise DataError(f"no image with a caption in {spec!r}")
-    return CaptionData(keys, torch.cat(grids), refs)
+        raise DataError(f"no image with a caption{'' if require_captions else ' or a class label'} in {spec!r}")
+    return CaptionData(keys, torch.cat(grids), refs, labels if any(labels) else None)
 
 
 def concept_vocabulary(captions: Sequence[str], size: int) -> list[str]:

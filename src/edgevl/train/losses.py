@@ -8,7 +8,8 @@ Reinforced loss (reinforced-training.md §1.2), per (image, text) batch B:
     KD(B)    = ½·[CE(p̄_i2t, softmax(s·Φ_img Φ_txtᵀ)) + CE(p̄_t2i, softmax(s·Φ_txt Φ_imgᵀ))]
 where p̄ averages the teachers' row-softmaxes at fixed scales s_k over their own stored embeddings (split
 from one concatenated vector by the recorded dims) and s is the student's learnable scale. The step loss
-is real_weight·total(B_real) + syn_weight·total(B_syn).
+is real_weight·total(B_real) + syn_weight·total(B_syn), or real_weight·total(B_real) alone on
+teacher-only data (no synthetic captions).
 """
 
 from __future__ import annotations
@@ -116,17 +117,23 @@ def distill_terms(
 def reinforced_loss(
     image: torch.Tensor,
     real_text: torch.Tensor,
-    syn_text: torch.Tensor,
+    syn_text: torch.Tensor | None,
     scale: torch.Tensor,
     teacher_image: torch.Tensor,
     teacher_real_text: torch.Tensor,
-    teacher_syn_text: torch.Tensor,
+    teacher_syn_text: torch.Tensor | None,
     cfg: DistillConfig,
 ) -> dict[str, torch.Tensor]:
-    """The multi-modal reinforced loss; returns `loss` plus the four parts for logging."""
+    """The multi-modal reinforced loss; returns `loss` plus the four parts for logging.
+
+    Without synthetic captions (`syn_text` None: teacher-only data) only the real-caption batch counts and the
+    two synthetic parts are left out.
+    """
     clip_real, kd_real = distill_terms(image, real_text, scale, teacher_image, teacher_real_text, cfg)
-    clip_syn, kd_syn = distill_terms(image, syn_text, scale, teacher_image, teacher_syn_text, cfg)
     lam = cfg.lam
     loss = cfg.real_weight * ((1 - lam) * clip_real + lam * kd_real)
+    if syn_text is None or teacher_syn_text is None:
+        return {"loss": loss, "clip_real": clip_real, "kd_real": kd_real}
+    clip_syn, kd_syn = distill_terms(image, syn_text, scale, teacher_image, teacher_syn_text, cfg)
     loss = loss + cfg.syn_weight * ((1 - lam) * clip_syn + lam * kd_syn)
     return {"loss": loss, "clip_real": clip_real, "kd_real": kd_real, "clip_syn": clip_syn, "kd_syn": kd_syn}

@@ -2,7 +2,8 @@
 
 Expected next to the reinforcement shards (the folder of the first shard):
     {"teachers": [{"name": "ViT-L-14:openai", "embed_dim": 768, "logit_scale": 100.0}, ...], ...}
-Teacher order is the order of the concatenated embedding blocks. Other keys are ignored here.
+Teacher order is the order of the concatenated embedding blocks. Other keys are ignored here, except that the
+reader takes `"num_syn_captions": 0` for teacher-only data (`edgevl.data.readers.reinforced`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from pathlib import Path
 
 from edgevl.data.readers import parse_spec
 from edgevl.data.readers.base import SkipLog
-from edgevl.data.readers.reinforced import load_embeddings
+from edgevl.data.readers.reinforced import MANIFEST, load_embeddings
 from edgevl.data.readers.webdataset import IMAGE_EXTS, SkipSample, expand_urls, read_shard
 from edgevl.errors import ConfigError, DataError
 
-MANIFEST = "manifest.json"
 REQUIRED_MEMBERS = ("paug.json", "syn.json")
 LAYOUT_SAMPLES = 100  # samples looked at for one whose embeddings show the stored layout
 

@@ -7,6 +7,8 @@ companion is streamed next to shard i of the reinforcement data and joined by ke
 
 Per sample and epoch one augmentation is replayed on the image at the student's size, and one synthetic
 caption is drawn; both choices depend only on (seed, epoch, key), so they are reproducible in any worker.
+Teacher-only data (its `manifest.json` records `"num_syn_captions": 0`) has no synthetic caption to draw: its
+samples carry the real caption and the image and real-caption embeddings only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,7 @@ from edgevl.tensor_files import check_finite, read_torch
 
 JOIN_MODES = ("key", "uid")
 DEFAULT_SYN_KEY_REGEX = r"^syn_text.*$"
+MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -44,7 +48,8 @@ class ReinforcedSample(Sample):
     """A `Sample` plus one synthetic caption and the matching float32 teacher embeddings.
 
     `image` is augmentation `aug_index` replayed at the student size; `image_emb` = `image_emb[aug_index]`,
-    `text_emb` the real caption's row, `syn_text_emb` the synthetic caption's row.
+    `text_emb` the real caption's row, `syn_text_emb` the synthetic caption's row (the `syn_*` fields stay None
+    for teacher-only data).
     """
 
     syn_caption: str | None = None
@@ -73,6 +78,15 @@ def load_embeddings(raw: RawSample) -> dict[str, torch.Tensor]:
     except Exception as exc:  # zip/gzip/pickle damage, refused payloads, non-finite values: all "bad_embeddings"
         raise SkipSample("bad_embeddings", f"unreadable embeddings ({type(exc).__name__}: {exc})") from None
     return blob
+
+
+def stores_synthetic_captions(shard: str) -> bool:
+    """False when the `manifest.json` next to `shard` records teacher-only data (`"num_syn_captions": 0`)."""
+    try:
+        manifest = json.loads((Path(shard).parent / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return not (isinstance(manifest, dict) and manifest.get("num_syn_captions") == 0)
 
 
 def parse_param_aug(raw: RawSample) -> list:
@@ -123,6 +137,7 @@ class ReinforcedReader(ShardedTarReader):
         self.join, self.size, self.interpolation = join, size, interpolation
         self.sequential = sequential
         self.syn_key = re.compile(syn_key_regex)
+        self.synthetic = stores_synthetic_captions(self.urls[0])
 
     def shard_samples(self, shard: int) -> Iterator[RawSample]:
         """Reinforcement samples of one shard with the companion's members merged in."""
@@ -175,7 +190,8 @@ class ReinforcedReader(ShardedTarReader):
 
         sample = ReinforcedSample(key=key, meta={"url": url}, aug_index=aug)
         fill_captions(sample, [raw.get("txt")], self.caption_mode, self.seed, self.epoch)
-        sample.syn_caption, sample.syn_text_emb = self._synthetic(raw, emb, rng)
+        if self.synthetic:
+            sample.syn_caption, sample.syn_text_emb = self._synthetic(raw, emb, rng)
         sample.image_emb = image_emb[aug].float()
         sample.text_emb = text_emb[0].float()
         if "json" in raw:
@@ -185,7 +201,7 @@ class ReinforcedReader(ShardedTarReader):
 
         from edgevl.data.augment import replay
 
-        image = open_image(raw[ext], f"{url}:{key}.{ext}")
+        image = open_image(raw[ext], f"{url}:{key}.{ext}", self.alpha)
         try:
             sample.image = replay(image, records[aug], size=self.size, interpolation=self.interpolation)
         except EdgevlError as exc:

@@ -1,8 +1,10 @@
-"""Frozen grid-feature backbones for LightCap: the CLIP ResNet trunk or an edgevl MCi image trunk."""
+"""Frozen grid-feature backbones for LightCap: the CLIP ResNet trunk or an edgevl MCi image trunk, and the check
+that tells a trained one from a random initialisation."""
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -53,3 +55,20 @@ def build_backbone(spec: dict[str, Any]) -> nn.Module:
         trunk.head = nn.Identity()  # the pooled projection head is not used for grid features
         return MCiGrid(trunk)
     raise ConfigError(f"unknown LightCap backbone type {kind!r}; choose 'clip_resnet' or 'mci'")
+
+
+def is_untrained(backbone: nn.Module) -> bool:
+    """True when `backbone` has BatchNorm layers and every one still holds its initial statistics (mean 0,
+    variance 1): its weights never saw an image, like the random initialisation of a LightCap preset."""
+    norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    return bool(norms) and all(bool((m.running_mean == 0).all() and (m.running_var == 1).all()) for m in norms)
+
+
+def warn_if_untrained(backbone: nn.Module, what: str) -> bool:
+    """Print a loud stderr warning when `backbone` (the frozen trunk of `what`) is untrained; returns whether."""
+    if not is_untrained(backbone):
+        return False
+    print(f"edgevl: WARNING: {what} has an UNTRAINED frozen backbone (random initialisation: its BatchNorm "
+          "statistics never saw an image).\nedgevl: WARNING: its captions cannot describe the images; give it a "
+          "trained image tower with `edgevl train-captioner --backbone RUN_OR_MODEL`.", file=sys.stderr)
+    return True
