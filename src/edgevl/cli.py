@@ -184,27 +184,49 @@ def _add_data_check(sub: argparse._SubParsersAction) -> None:
         "data-check",
         "read a dataset given by a reader spec, report its size and every skipped sample",
         "Reads every sample (decoding images) of e.g. wds:/data/{000..009}.tar, csv:train.csv,\n"
-        "coco:captions_val2014.json?images=/coco/val2014, folder:/data/val; see docs/data.md.",
+        "coco:captions_val2014.json?images=/coco/val2014, folder:/data/val; see docs/data.md.\n"
+        "A folder: spec also prints each class folder with its image count and class name, and where the\n"
+        "names came from (docs/eval.md). Images whose transparent pixels would hide their content are counted.",
     )
     p.add_argument("spec", help="reader spec: [kind:]path[?option=value&...]")
     p.add_argument("--limit", type=int, default=0, help="stop after this many good samples (0: read all)")
-    p.add_argument("--show", type=int, default=3, help="print the key and caption/label of the first N samples")
+    p.add_argument("--show", type=int, default=3,
+                   help="print the key and caption/label (and class name) of the first N samples")
     p.add_argument("--skip-log", default=None, help="directory for the JSONL log of skipped samples")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first bad sample")
     p.set_defaults(func=_run_data_check)
 
 
 def _run_data_check(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     from edgevl.data.readers import open_dataset
+    from edgevl.data.transforms import alpha_risk
 
     ds = open_dataset(args.spec, strict=args.strict, skip_log_dir=args.skip_log)
+    setup = getattr(ds, "zeroshot", None)
+    if setup is not None:
+        print("\n".join(ds.class_table()))
+    check_alpha = getattr(ds, "alpha", "drop") == "drop"  # composited images hide nothing
+    risks: Counter[str | None] = Counter()
     count = 0
     for sample in ds:
         if count < args.show:
-            print(f"{sample.key}\t{sample.caption if sample.label is None else sample.label}")
+            label = sample.caption if sample.label is None else sample.label
+            print(f"{sample.key}\t{label}" + (f"\t{setup.names[sample.label]}" if setup is not None else ""))
+        if check_alpha and "path" in sample.meta:
+            risks[alpha_risk(sample.meta["path"])] += 1
         count += 1
         if count == args.limit:
             break
+    transparent = risks["hidden"] + risks["visible"]
+    if transparent:
+        print(f"transparency: {transparent} of {count} images have transparent pixels, dropped as in open_clip's "
+              f"convert('RGB'); in {risks['hidden']} the stored colour under them matches most of the content")
+    if risks["hidden"]:
+        fix = "add ?alpha=white (or black, gray) to the data spec"
+        print(f"edgevl: warning: {risks['hidden']} of {count} images lose their content when alpha is dropped "
+              f"(e.g. a black shape on transparent black); {fix} (docs/data.md)", file=sys.stderr)
     print(f"read {count} samples from {args.spec}; {ds.skip_log.summary()}")
     if not count:
         raise NoUsableInputError(f"no usable samples in {args.spec}")
@@ -213,18 +235,22 @@ def _run_data_check(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------ embed / classify
 def _add_model_flags(p: argparse.ArgumentParser, default_model: str = "MobileCLIP-S2") -> None:
-    p.add_argument("--model", default=default_model, help="registered model config name (see `edgevl info`)")
+    p.add_argument("--model", default=None,
+                   help=f"registered model config name (see `edgevl info`); default: the --pretrained folder's own "
+                   f"model, else {default_model}")
+    p.set_defaults(default_model=default_model)
     p.add_argument(
         "--pretrained",
         default=None,
-        help="weights: a checkpoint file (.pt/.bin/.safetensors, any supported layout) or a model folder; "
-        "without it the model has random weights",
+        help="weights: a checkpoint file (.pt/.bin/.safetensors, any supported layout), a model folder or a "
+        "training run folder (its model/ or newest checkpoint); without it the model has random weights",
     )
     p.add_argument("--batch-size", type=int, default=32, help="images or texts per forward pass")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def _warn_if_random_weights(args: argparse.Namespace) -> None:
+    """Say so on stderr when a command builds `args.model` (already resolved) without --pretrained weights."""
     if args.pretrained is None:
         print(f"edgevl: warning: no --pretrained given, {args.model} has random weights", file=sys.stderr)
 
@@ -253,11 +279,15 @@ def _load_for_inference(args: argparse.Namespace):
             raise ValueError(f"{args.aot} was compiled without a model name, so its tokenizer is unknown")
         edgevl.keep_freed_memory()
         return model, ImageTransform(model.preprocess_cfg), edgevl.get_tokenizer(model.model_name)
+    from edgevl.models.factory import resolve_model_name
+
+    args.model = resolve_model_name(args.model, args.pretrained, args.default_model)  # results name it too
     _warn_if_random_weights(args)
     model, _, preprocess = edgevl.create_model_and_transforms(args.model, pretrained=args.pretrained)
+    tokenizer = edgevl.get_tokenizer(context_length=model.context_length)
     model = edgevl.optimize_for_inference(model)
     edgevl.keep_freed_memory()  # a process that runs the model batch after batch: reuse the freed activations
-    return model, preprocess, edgevl.get_tokenizer(args.model)
+    return model, preprocess, tokenizer
 
 
 def _add_strict_flag(p: argparse.ArgumentParser) -> None:
@@ -541,6 +571,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "eval",
         "zero-shot classification / image-text retrieval on datasets, JSON in clip_benchmark's schema "
         "(caption metrics: `edgevl eval-captions`)",
+        "Scores a model on reader specs; see docs/eval.md. A folder: spec takes ?classnames=, ?templates= and\n"
+        "?alpha=white|black|gray (composite transparent images onto a background; default drop, as open_clip).",
     )
     p.add_argument(
         "--data",
@@ -555,10 +587,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "zeroshot_classification", "zeroshot_retrieval"],
         help="auto: class folders -> classification, caption datasets -> retrieval",
     )
-    p.add_argument("--classnames", default=None, help="class-name file (default: classnames.txt in the folder, "
-                   "else the folder names)")
+    p.add_argument("--classnames", default=None,
+                   help="class-name file: 'folder<TAB>name' lines or a JSON {folder: name} object, or one name per "
+                   "line, which is paired with the class folders in ALPHABETICAL order (clip_benchmark's "
+                   "classnames.txt; refused when its order is clearly another). Default: classnames.txt in the "
+                   "folder, else the folder names. The spec's ?classnames= wins (docs/eval.md)")
     p.add_argument("--templates", default=None, help="template set name or file (default: "
-                   "zeroshot_classification_templates.txt in the folder, else 'photo')")
+                   "zeroshot_classification_templates.txt in the folder, else 'photo'); the spec's ?templates= wins")
     p.add_argument("--recall-k", default="1,5,10", help="comma-separated K values for retrieval recall@K")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--output", default=None, help="write the results JSON here (else print it)")
@@ -603,10 +638,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "Train a CLIP student. Single process: `edgevl train ...`; several: `torchrun --nproc_per_node N -m "
         "edgevl train ...` (gloo on CPU, nccl on GPU). See docs/training.md.",
     )
-    p.add_argument("--model", default="world-student-mci", help="student model config name (edgevl info)")
-    p.add_argument("--pretrained", default=None, help="start from these weights (file or folder, any layout)")
+    p.add_argument("--model", default=None, help="student model config name (edgevl info); default: the "
+                   "--pretrained folder's own model, else world-student-mci")
+    p.add_argument("--pretrained", default=None,
+                   help="start from these weights (file, model folder or training run folder; any layout)")
     p.add_argument("--train-data", required=True, help="training reader spec (wds:..., csv:..., reinforced:...)")
-    p.add_argument("--val-data", default=None, help="held-out reader spec for periodic evaluation")
+    p.add_argument("--val-data", default=None,
+                   help="held-out reader spec for periodic evaluation; a folder: spec is scored like `edgevl eval` "
+                   "(same class names and templates: classnames.txt or ?classnames=, ?templates=; docs/eval.md)")
     _add_strict_flag(p)
     p.add_argument("--mode", choices=("clip", "reinforced", "online-distill"), default="clip",
                    help="loss: plain CLIP, reinforced shards, or teachers run online")
@@ -661,12 +700,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from edgevl.models.factory import split_model_specs
+    from edgevl.models.factory import resolve_model_name, split_model_specs
     from edgevl.train.config import TrainConfig
     from edgevl.train.launch import train
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names}
+    values["model"] = resolve_model_name(args.model, args.pretrained, "world-student-mci")
     values["teachers"] = list(split_model_specs(args.teachers))
     values["grad_clip_norm"] = args.grad_clip_norm or None
     metrics = train(TrainConfig(**values))
@@ -684,7 +724,9 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("src", help="weights file (.pt/.pth/.bin/.safetensors) or checkpoint folder, any layout")
     p.add_argument("dst", help="output folder (--to edgevl), .safetensors file (--to open_clip) or .pt file (--to v1)")
-    p.add_argument("--model", required=True, help="registered model config name, e.g. MobileCLIP-S0")
+    p.add_argument("--model", default=None,
+                   help="registered model config name, e.g. MobileCLIP-S0 (default: SRC's own model, when SRC is a "
+                   "model or run folder)")
     p.add_argument(
         "--to", choices=("edgevl", "open_clip", "v1"), default="edgevl",
         help="layout of the converted weights (v1: the official mobileclip_*.pt layout, MobileCLIP models only)"
@@ -711,9 +753,11 @@ def _add_compile(sub: argparse._SubParsersAction) -> None:
         "frozen in), checking each against the PyTorch model. Needs a C++ compiler; ~10-30 s per tower. The "
         "packages run on this torch version and CPU type only; `edgevl embed/classify --aot DIR` use them.",
     )
-    p.add_argument("--model", required=True, help="registered model config name, e.g. MobileCLIP-S0")
+    p.add_argument("--model", default=None, help="registered model config name, e.g. MobileCLIP-S0 (default: the "
+                   "--pretrained folder's own model)")
     p.add_argument("--pretrained", default=None,
-                   help="weights: a checkpoint file or model folder; without it the model has random weights")
+                   help="weights: a checkpoint file, model folder or training run folder; without it the model has "
+                   "random weights")
     p.add_argument("--out", required=True, help="output folder for image.pt2, text.pt2 and aot.json")
     p.add_argument("--batch", type=int, default=1,
                    help="batch size compiled in (other sizes run in chunks of it; 1 suits one-at-a-time apps)")
@@ -732,13 +776,15 @@ def _run_compile(args: argparse.Namespace) -> int:
 
     import edgevl
     from edgevl.export.aot import compile_clip
+    from edgevl.models.factory import resolve_model_name
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.model = resolve_model_name(args.model, args.pretrained)
     _warn_if_random_weights(args)
     model = edgevl.create_model(args.model, pretrained=args.pretrained).eval()
     towers = tuple(t.strip() for t in args.towers.split(",") if t.strip())
-    manifest = compile_clip(model, args.out, batch=args.batch, towers=towers, model_name=args.model,
+    manifest = compile_clip(model, args.out, batch=args.batch, towers=towers, model_name=model.model_name,
                             precision=args.precision)
     for name, entry in manifest["towers"].items():
         print(f"{name}: {Path(args.out) / entry['file']} (input {entry['shape']}, "
@@ -752,8 +798,9 @@ def _add_reinforce(sub: argparse._SubParsersAction) -> None:
         sub,
         "reinforce",
         "write DataCompDR-style reinforced shards (teacher embeddings, synthetic captions, augmentations)",
-        "run: for every sample of --data store N augmentation records, S synthetic captions and each teacher's\n"
-        "embeddings of all of them as webdataset shards in --out (resumable; torchrun splits shards over ranks).\n"
+        "run: for every sample of --data store N augmentation records, S synthetic captions per captioner (none\n"
+        "without --captioner) and each teacher's embeddings of all of them as webdataset shards in --out\n"
+        "(resumable; torchrun splits shards over ranks).\n"
         "verify: check a finished folder against its manifest.json.",
     )
     modes = p.add_subparsers(title="reinforce commands", dest="reinforce_command", metavar="REINFORCE_COMMAND")
@@ -763,9 +810,12 @@ def _add_reinforce(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--out", required=True, help="output folder for the shards, manifest.json and sizes.json")
     run.add_argument("--teachers", required=True,
                      help="comma-separated CLIP teachers, MODEL:WEIGHTS or model folders, in stored order")
-    run.add_argument("--captioner", required=True, help="LightCap captioner: MODEL:WEIGHTS or a model folder")
+    run.add_argument("--captioner", default=None,
+                     help="comma-separated LightCap captioners, MODEL:WEIGHTS or model folders, stored side by side "
+                          "(syn_text, syn_text_1, ...); leave out for teacher-only data")
     run.add_argument("--num-augs", type=int, default=10, help="augmentations stored per image")
-    run.add_argument("--num-syn-captions", type=int, default=5, help="synthetic captions per image")
+    run.add_argument("--num-syn-captions", type=int, default=None,
+                     help="synthetic captions per image and captioner (default 5; 0 without --captioner)")
     run.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"), help="embedding storage dtype")
     run.add_argument("--format", dest="fmt", default=None, choices=("npz", "pth.gz"),
                      help="embedding member (default: npz, or pth.gz for bf16 which npz cannot hold)")
@@ -829,8 +879,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "export",
         "export reparameterized towers / the LightCap captioner to ONNX, with parity checks and int8 option",
     )
-    p.add_argument("--model", default=None, help="registered CLIP config name (needed for the image/text parts)")
-    p.add_argument("--pretrained", default=None, help="CLIP weights file or folder (default: random weights)")
+    p.add_argument("--model", default=None, help="registered CLIP config name (needed for the image/text parts "
+                   "unless --pretrained is a model or run folder)")
+    p.add_argument("--pretrained", default=None,
+                   help="CLIP weights file, model folder or training run folder (default: random weights)")
     p.add_argument("--out", required=True, help="output folder for the .onnx files and export.json")
     p.add_argument("--parts", default="image,text", help="comma-separated parts: image, text, captioner")
     p.add_argument("--captioner", default="lightcap-tiny",
@@ -850,7 +902,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from edgevl.export.pipeline import export_model
+    from edgevl.models.factory import resolve_model_name
 
+    if args.model is None and args.pretrained is not None:
+        args.model = resolve_model_name(None, args.pretrained)
     if args.model:
         _warn_if_random_weights(args)
     manifest = export_model(
@@ -897,11 +952,17 @@ def _add_train_captioner(sub: argparse._SubParsersAction) -> None:
                    "Train a LightCap captioner on cached frozen-backbone features: caption cross-entropy and the\n"
                    "concept loss, optional distillation from a larger LightCap teacher, sequential ensemble-head\n"
                    "distillation and self-critical CIDEr-D optimisation. Writes OUT/model (an `edgevl caption`\n"
-                   "model folder), OUT/checkpoints, OUT/metrics.jsonl and OUT/result.json.")
+                   "model folder), OUT/checkpoints, OUT/metrics.jsonl and OUT/result.json. The frozen backbone\n"
+                   "should be a trained image tower (--backbone); a preset's random one is warned about.")
     p.add_argument("--config", default="lightcap-tiny",
                    help="LightCap preset or config JSON (trained from scratch), or a model folder (fine-tuned)")
+    p.add_argument("--backbone", default=None, metavar="RUN_OR_MODEL",
+                   help="trained CLIP with an MCi image tower as the frozen backbone: an `edgevl train` run folder, "
+                        "a model folder or MODEL:WEIGHTS (default: the config's own, warned about when untrained)")
     p.add_argument("--train-data", required=True, help="reader spec with captions (world wds/csv, coco:, karpathy:)")
-    p.add_argument("--val-data", default=None, help="reader spec of the validation split (CIDEr-D/BLEU-4 evaluation)")
+    p.add_argument("--val-data", default=None,
+                   help="reader spec of the validation split: CIDEr-D/BLEU-4, plus class (and world colour/shape) "
+                        "accuracy of the captions where images are labelled (world wds, folder:)")
     p.add_argument("--train-samples", type=int, default=None, help="read at most N training images")
     p.add_argument("--val-samples", type=int, default=500, help="evaluate on at most N validation images")
     p.add_argument("--steps", type=int, default=1000, help="cross-entropy (+ distillation) steps")

@@ -143,3 +143,27 @@ def test_parse_model_spec_refuses(spec, message):
 
     with pytest.raises(ConfigError, match=message):
         parse_model_spec(spec, "teacher")
+
+
+def test_saved_folders_name_their_model_and_refuse_another(tmp_path):
+    import json
+
+    folder = edgevl.save_pretrained(edgevl.create_model("world-student-mci"), tmp_path / "named")
+    assert json.loads((folder / "open_clip_config.json").read_text())["edgevl"] == {"model": "world-student-mci"}
+    assert edgevl.create_model(None, pretrained=folder).model_name == "world-student-mci"
+    with pytest.raises(ConfigError, match=r"made for model 'world-student-mci' \(.*open_clip_config.json\), not for "
+                       r"--model world-teacher-vit; use --model world-student-mci or pass the folder without --model"):
+        edgevl.create_model("world-teacher-vit", pretrained=folder)
+    with pytest.raises(ConfigError, match="no model named"):
+        edgevl.create_model(None)
+
+
+def test_unnamed_folders_keep_the_explicit_model(tmp_path):
+    model = edgevl.create_model("world-student-mci")
+    folder = edgevl.save_pretrained(model, tmp_path / "plain", config=model.model_cfg, preprocess_cfg={"size": 48})
+    assert "edgevl" not in (folder / "open_clip_config.json").read_text()  # as open_clip writes them
+    assert edgevl.create_model(None, pretrained=folder).model_name is None
+    assert edgevl.create_model("world-student-mci", pretrained=folder).preprocess_cfg["size"] == 48
+    # a bare file takes only edgevl-written folder configs: this one may describe other weights
+    bare = edgevl.create_model("world-student-mci", pretrained=folder / "model.safetensors")
+    assert bare.preprocess_cfg["size"] == 64

@@ -5,13 +5,16 @@ Layouts understood (detected from the keys):
 - "open_clip": open_clip `CLIP` with the text tower at top level (`token_embedding.weight`, `transformer.*`);
 - "edgevl": edgevl's native layout, identical to open_clip `CustomTextCLIP` (`visual.*`, `text.*`).
 Files: `.safetensors`, or `.pt`/`.pth`/`.bin` through `torch.load(weights_only=True)` only. A folder holds
-`open_clip_config.json` (`model_cfg`, `preprocess_cfg`) and a weights file, searched in open_clip's order.
+`open_clip_config.json` (`model_cfg`, `preprocess_cfg`, and from edgevl an `edgevl` block naming the model the
+weights were made for) and a weights file, searched in open_clip's order. A training run folder stands for its
+model folder (`describe_pretrained`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +25,7 @@ from edgevl.io import atomic_write, atomic_write_text
 from edgevl.tensor_files import read_safetensors, read_torch
 
 CONFIG_NAME = "open_clip_config.json"
+EDGEVL_KEY = "edgevl"  # edgevl's block in open_clip_config.json: {"model": NAME, "step": K, "ema": bool}
 WEIGHTS_NAME = "model.safetensors"
 WEIGHT_NAMES = (
     "open_clip_model.safetensors",
@@ -67,6 +71,48 @@ def read_folder_config(folder: str | Path) -> dict | None:
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model_cfg"), dict):
         raise CheckpointError(f"{str(path)!r} has no 'model_cfg' object")
     return cfg
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a `pretrained` path holds: the weights to read, the folder config describing them (if any) and the
+    model they were made for, with the file that says so (`open_clip_config.json` or a run's `params.json`)."""
+
+    weights: Path
+    config: dict | None = None
+    model: str | None = None
+    origin: Path | None = None
+
+    def made_for(self, given: str | None = None) -> str:
+        """'checkpoint X was made for model Y (FILE)[, not for --model GIVEN]; use --model Y or pass the folder
+        without --model'."""
+        other = f", not for --model {given}" if given else ""
+        return (f"checkpoint {str(self.weights)!r} was made for model {self.model!r} ({self.origin}){other}; use "
+                f"--model {self.model} or pass the folder without --model")
+
+
+def describe_pretrained(path: str | Path) -> ModelSource:
+    """Resolve `pretrained` (a weights file, model folder or training run folder) into a `ModelSource`.
+
+    A run folder becomes its model folder (`edgevl.train.run_folder.run_model_folder`); the config is read from
+    the folder, or for a file from the folder holding it when edgevl wrote that config (an open_clip folder's may
+    describe other weights); the model name from its `edgevl` block, or for a checkpoint of a run older than
+    those blocks from the run's `params.json`.
+    """
+    from edgevl.train.run_folder import run_model_folder, run_params_model
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"pretrained weights {str(path)!r} not found (pass a file or folder path)")
+    path = (run_model_folder(path) if path.is_dir() else None) or path
+    folder = path if path.is_dir() else path.parent
+    config = read_folder_config(folder)
+    if config is not None and path.is_file() and EDGEVL_KEY not in config:
+        config = None
+    name = ((config or {}).get(EDGEVL_KEY) or {}).get("model")
+    if name:
+        return ModelSource(path, config, name, folder / CONFIG_NAME)
+    return ModelSource(path, config, *(run_params_model(folder) or (None, None)))
 
 
 def _unwrap(obj: object, source: str) -> dict[str, torch.Tensor]:
@@ -212,15 +258,25 @@ def check_compatible(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
 
 
 def load_checkpoint(
-    model: nn.Module, checkpoint: str | Path | Mapping[str, torch.Tensor], strict: bool = True
+    model: nn.Module,
+    checkpoint: str | Path | Mapping[str, torch.Tensor],
+    strict: bool = True,
+    *,
+    source: ModelSource | None = None,
 ) -> dict[str, list[str]]:
-    """Load weights (file, folder or state dict, any known layout) into `model`.
+    """Load weights (file, model or run folder, or state dict; any known layout) into `model`.
 
     Strict by default: any missing, unexpected or shape-mismatched key raises one `CheckpointError` that
-    lists the first few of each. With `strict=False` the matching entries are loaded and the report returned.
+    lists the first few of each, and names the model the weights were made for when their folder or run records
+    one that is not `model.model_name` (`source` describes where a state dict came from). With `strict=False`
+    the matching entries are loaded and the report returned.
     """
-    source = "state dict" if isinstance(checkpoint, Mapping) else str(checkpoint)
-    raw = checkpoint if isinstance(checkpoint, Mapping) else load_state_dict(checkpoint)
+    if not isinstance(checkpoint, Mapping) and source is None and Path(checkpoint).exists():
+        source = describe_pretrained(checkpoint)
+    if isinstance(checkpoint, Mapping):
+        raw, label = checkpoint, str(source.weights) if source else "state dict"
+    else:
+        raw, label = load_state_dict(source.weights if source else checkpoint), str(checkpoint)
     state_dict = to_edgevl_layout(raw)
     missing, unexpected, mismatched = check_compatible(model, state_dict)
     if strict and (missing or unexpected or mismatched):
@@ -233,12 +289,14 @@ def load_checkpoint(
             )
             if items
         ]
+        if source is not None and source.model and source.model != getattr(model, "model_name", None):
+            raise CheckpointError(f"{source.made_for()} ({'; '.join(parts)})")
         hint = (
             " (the checkpoint is re-parameterized: build the model with reparameterize=True)"
             if (is_reparameterized(state_dict) and missing)
             else ""
         )
-        raise CheckpointError(f"checkpoint {source!r} does not match the model: {'; '.join(parts)}{hint}")
+        raise CheckpointError(f"checkpoint {label!r} does not match the model: {'; '.join(parts)}{hint}")
     bad = {m.split(":")[0] for m in mismatched}
     model.load_state_dict(
         {k: v for k, v in state_dict.items() if k not in bad and k not in unexpected}, strict=False
@@ -258,21 +316,36 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | Path) ->
     return path
 
 
+def folder_config(model: nn.Module, **provenance) -> dict | None:
+    """The `open_clip_config.json` content of a factory-built `model` (None without `model.model_cfg`):
+    its config, preprocessing, and an `edgevl` block with `model.model_name` and `provenance` (step=, ema=)."""
+    config = getattr(model, "model_cfg", None)
+    if config is None:
+        return None
+    meta = {"model_cfg": config, "preprocess_cfg": getattr(model, "preprocess_cfg", None) or {}}
+    name = getattr(model, "model_name", None)
+    block = {**({"model": name} if name else {}), **provenance}
+    if block:
+        meta[EDGEVL_KEY] = block
+    return meta
+
+
 def save_pretrained(
     model: nn.Module, folder: str | Path, config: dict | None = None, preprocess_cfg: dict | None = None
 ) -> Path:
     """Save `model` as an edgevl/open_clip local-dir folder: `open_clip_config.json` + `model.safetensors`.
 
-    `config` defaults to the config the factory attached to the model (`model.model_cfg`), and
-    `preprocess_cfg` to `model.preprocess_cfg`. Both files are written atomically.
+    `config` defaults to the config the factory attached to the model (`model.model_cfg`, then with the model's
+    name recorded), and `preprocess_cfg` to `model.preprocess_cfg`. Both files are written atomically.
     """
-    config = config if config is not None else getattr(model, "model_cfg", None)
-    if config is None:
+    meta = (folder_config(model) if config is None else {"model_cfg": config}) or {}
+    if "model_cfg" not in meta:
         raise CheckpointError("save_pretrained needs the model config (pass config=...)")
-    preprocess_cfg = preprocess_cfg if preprocess_cfg is not None else getattr(model, "preprocess_cfg", None)
+    if preprocess_cfg is not None:
+        meta["preprocess_cfg"] = preprocess_cfg
+    meta.setdefault("preprocess_cfg", getattr(model, "preprocess_cfg", None) or {})
     folder = Path(folder)
     save_state_dict(model.state_dict(), folder / WEIGHTS_NAME)
-    meta = {"model_cfg": config, "preprocess_cfg": preprocess_cfg or {}}
     text = json.dumps(meta, indent=2) + "\n"
     atomic_write_text(folder / CONFIG_NAME, text)
     return folder

@@ -7,6 +7,7 @@ and re-parameterization both need eval mode, and training loops call `.train()` 
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import torch
@@ -17,10 +18,12 @@ from edgevl.data.transforms import ImageTransform, PreprocessCfg
 from edgevl.errors import CheckpointError, ConfigError
 from edgevl.io import atomic_write
 from edgevl.models.checkpoint import (
+    CONFIG_NAME,
+    ModelSource,
+    describe_pretrained,
     is_reparameterized,
     load_checkpoint,
     load_state_dict,
-    read_folder_config,
     to_edgevl_layout,
 )
 from edgevl.models.clip import CLIP, TrunkVisual
@@ -143,28 +146,67 @@ def reparameterize(model: nn.Module) -> nn.Module:
     return _reparameterize_in_place(copy.deepcopy(model))
 
 
-def _resolve(name: str, pretrained: str | Path | None) -> tuple[dict, dict | None, str | Path | None]:
-    """(model config, folder preprocess config or None, weights path) for a model name and `pretrained`."""
-    if name.startswith(LOCAL_DIR):
-        folder = Path(name[len(LOCAL_DIR) :])
-        meta = read_folder_config(folder)
-        if meta is None:
-            raise CheckpointError(f"{str(folder)!r} has no open_clip_config.json")
-        return meta["model_cfg"], meta.get("preprocess_cfg") or None, pretrained or folder
-    cfg = get_model_config(name)
-    folder_pp = None
-    if pretrained is not None and Path(pretrained).is_dir():
-        meta = read_folder_config(pretrained)
-        folder_pp = (meta or {}).get("preprocess_cfg") or None
-    if pretrained is not None and not Path(pretrained).exists():
-        raise CheckpointError(
-            f"pretrained weights {str(pretrained)!r} not found (pass a file or folder path)"
-        )
-    return cfg, folder_pp, pretrained
+def _check_agrees(name: str, src: ModelSource | None) -> None:
+    """Refuse an explicit model name other than the one the weights' folder or run records."""
+    if src is not None and src.model and src.model.replace("/", "-") != name.replace("/", "-"):
+        raise ConfigError(src.made_for(given=name))
+
+
+def _folder_model(src: ModelSource) -> tuple[dict, dict | None]:
+    """(model config, preprocess config) of a model folder, or of the model its run's `params.json` names."""
+    if src.config is not None:
+        return src.config["model_cfg"], src.config.get("preprocess_cfg") or None
+    folder = src.weights if src.weights.is_dir() else src.weights.parent
+    if src.model is None:
+        raise CheckpointError(f"{str(folder)!r} has no {CONFIG_NAME}; name its model (--model)")
+    print(f"edgevl: {folder} has no {CONFIG_NAME}; building model {src.model!r} as named in {src.origin}",
+          file=sys.stderr)
+    cfg, pp, _, _ = _resolve(src.model, None)
+    return cfg, pp
+
+
+def _resolve(
+    name: str | None, pretrained: str | Path | None
+) -> tuple[dict, dict | None, ModelSource | None, str | None]:
+    """(model config, folder preprocess config or None, weights source, model name) for a model name and
+    `pretrained`; a `local-dir:PATH` name or None takes the config from the folder (PATH or `pretrained`)."""
+    src = describe_pretrained(pretrained) if pretrained is not None else None
+    if name is None or name.startswith(LOCAL_DIR):
+        own = src if name is None else describe_pretrained(name[len(LOCAL_DIR) :])
+        if own is None:
+            raise ConfigError("no model named: pass a model name (--model) or a model or run folder (--pretrained)")
+        cfg, folder_pp = _folder_model(own)
+        return cfg, folder_pp, src or own, own.model
+    _check_agrees(name, src)
+    folder_pp = (src.config or {}).get("preprocess_cfg") or None if src is not None else None
+    return get_model_config(name), folder_pp, src, name
+
+
+def resolve_model_name(model_name: str | None, pretrained: str | Path | None, default: str | None = None) -> str:
+    """The model a command builds for `--model` (None: not given) and `--pretrained`.
+
+    An explicit name must agree with the model a folder or run records; without one, a model or run folder's own
+    config is used (`local-dir:PATH`), an older run's checkpoint takes the `model` of its `params.json`, and
+    anything else gets `default` (None: `--model` is required).
+    """
+    src = describe_pretrained(pretrained) if pretrained is not None else None
+    if model_name is not None:
+        if not model_name.startswith(LOCAL_DIR):
+            _check_agrees(model_name, src)
+        return model_name
+    if src is not None and src.config is not None:
+        return LOCAL_DIR + str(pretrained)
+    if src is not None and src.model is not None:
+        print(f"edgevl: {pretrained} has no {CONFIG_NAME}; using --model {src.model} from {src.origin}",
+              file=sys.stderr)
+        return src.model
+    if default is None:
+        raise ConfigError("--model is required unless --pretrained is a model folder or a training run folder")
+    return default
 
 
 def create_model(
-    model_name: str,
+    model_name: str | None,
     pretrained: str | Path | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
@@ -175,28 +217,31 @@ def create_model(
     strict: bool = True,
     **overrides,
 ) -> CLIP:
-    """Build a registered model (or `local-dir:PATH`), optionally loading weights from a file or folder.
+    """Build a registered model (or `local-dir:PATH`), optionally loading weights from a file, model folder or
+    training run folder; with `model_name=None` the config comes from the `pretrained` folder.
 
     Weights in any known layout (v1 `.pt`, open_clip, edgevl folder) are detected and converted; folded
     weights make the model be folded before loading, and `reparameterize=True` folds after loading (the
-    order of the v1 package). `overrides` replace config keys (dicts such as `text_cfg` are merged).
+    order of the v1 package). `overrides` replace config keys (dicts such as `text_cfg` are merged). A name that
+    disagrees with the model a folder or run records is a `ConfigError` naming both.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    cfg, folder_pp, weights = _resolve(model_name, pretrained)
+    cfg, folder_pp, source, name = _resolve(model_name, pretrained)
     cfg = _merge(cfg, overrides)
     if force_quick_gelu:
         cfg["quick_gelu"] = True
     if force_context_length is not None:
         cfg["text_cfg"]["context_length"] = int(force_context_length)
-    state_dict = to_edgevl_layout(load_state_dict(weights)) if weights is not None else None
+    state_dict = to_edgevl_layout(load_state_dict(source.weights)) if source is not None else None
     with torch.device(device):
         model = build_model(cfg)
     model.output_dict = output_dict
+    model.model_name = name
     if state_dict is not None:
         if is_reparameterized(state_dict):
             _reparameterize_in_place(model)
-        load_checkpoint(model, state_dict, strict=strict)
+        load_checkpoint(model, state_dict, strict=strict, source=source)
     if reparameterize:
         _reparameterize_in_place(model)
     model.to(dtype=PRECISIONS[precision]).eval()
@@ -219,7 +264,7 @@ def preprocess_cfg_for(model: CLIP, **overrides) -> PreprocessCfg:
 
 
 def create_model_and_transforms(
-    model_name: str,
+    model_name: str | None,
     pretrained: str | Path | None = None,
     image_mean: tuple[float, float, float] | None = None,
     image_std: tuple[float, float, float] | None = None,
@@ -263,11 +308,11 @@ def create_model_from_pretrained(
 
 
 def convert_checkpoint(
-    src: str | Path, dst: str | Path, model_name: str, to: str = "edgevl", reparameterize: bool = False
+    src: str | Path, dst: str | Path, model_name: str | None, to: str = "edgevl", reparameterize: bool = False
 ) -> Path:
     """Convert weights in any known layout to an edgevl folder (`to="edgevl"`), an open_clip-layout
     `.safetensors` file (`to="open_clip"`) or an official v1 `.pt` state dict (`to="v1"`, MobileCLIP models),
-    optionally folded. The weights are loaded strictly first."""
+    optionally folded. The weights are loaded strictly first; `model_name=None` takes a model or run folder's."""
     from edgevl.models.checkpoint import save_pretrained, save_state_dict, to_open_clip_layout, to_v1_layout
 
     model = create_model(model_name, pretrained=src, reparameterize=reparameterize)

@@ -1,5 +1,8 @@
 """`edgevl train-captioner`: LightCap training on cached frozen-backbone grids.
 
+The frozen backbone is a trained CLIP image tower (`backbone`, see `captioner_backbone`) or the config's own; an
+untrained one (a preset's random initialisation) gets a loud warning, as its captions cannot describe images.
+
 A run is up to three phases over one global step counter (so a checkpoint is resumable anywhere):
 1. `main` (`steps`): teacher-forced caption cross-entropy of every head + the concept-extractor loss, plus the
    distillation terms when a teacher is given (hidden-state MSE, attention-map MSE, softened-logit KL).
@@ -28,6 +31,8 @@ from edgevl.io import atomic_write_text
 from edgevl.locks import output_lock
 from edgevl.models.lightcap.concepts import concept_loss
 from edgevl.models.lightcap.model import LightCap
+from edgevl.progress import Progress
+from edgevl.train.captioner_backbone import ConceptText, with_clip_backbone
 from edgevl.train.captioner_data import (
     CaptionData,
     caption_ids,
@@ -35,6 +40,7 @@ from edgevl.train.captioner_data import (
     concept_vocabulary,
     load_caption_data,
 )
+from edgevl.train.captioner_eval import caption_scores
 from edgevl.train.captioner_losses import (
     attention_maps,
     caption_cross_entropy,
@@ -60,6 +66,7 @@ class CaptionerTrainConfig:
     OSCAR/VinVL-style choices where the paper gives none."""
 
     config: str = "lightcap-tiny"
+    backbone: str | None = None
     train_data: str = ""
     val_data: str | None = None
     out: str = "runs/captioner"
@@ -115,6 +122,8 @@ class CaptionerTrainConfig:
             raise ConfigError(f"--scst-samples must be at least 2 (mean-of-others baseline), got {self.scst_samples}")
         if self.heads is not None and self.heads < 1:
             raise ConfigError(f"--heads must be at least 1, got {self.heads}")
+        if self.backbone is not None and not self.backbone:
+            raise ConfigError("--backbone is empty; give a run folder, a model folder or MODEL:WEIGHTS")
         return self
 
     @property
@@ -151,9 +160,10 @@ def phase_of(cfg: CaptionerTrainConfig, step: int, num_heads: int) -> Phase:
 
 
 def build_student(cfg: CaptionerTrainConfig, train_captions: list[str], teacher: LightCap | None,
-                  backbone: LightCap) -> LightCap:
+                  backbone: LightCap, concept_text: ConceptText | None = None) -> LightCap:
     """The student LightCap: a preset/JSON config gets the teacher's (or the training captions') vocabulary and
-    concepts and `backbone`'s frozen trunk; a model folder is fine-tuned as is. Ablation switches applied."""
+    concepts and `backbone`'s frozen trunk; a model folder is fine-tuned as is. Ablation switches applied.
+    `concept_text` embeds the concept names of a new vocabulary (the `--backbone` model's text tower)."""
     changes: dict[str, Any] = {}
     if cfg.no_concepts:
         changes["use_concepts"] = False
@@ -179,6 +189,8 @@ def build_student(cfg: CaptionerTrainConfig, train_captions: list[str], teacher:
         model.backbone.load_state_dict(backbone.backbone.state_dict())
         if teacher is not None and teacher.concepts.text_embeddings.shape == model.concepts.text_embeddings.shape:
             model.concepts.set_text_embeddings(teacher.concepts.text_embeddings)
+        elif concept_text is not None:
+            model.set_concepts(model.concept_names, concept_text(model.concept_names))
     if teacher is not None and model.vocab.words != teacher.vocab.words:
         raise ConfigError("the student and the teacher must share the caption vocabulary for logit distillation")
     return model
@@ -199,24 +211,32 @@ class CaptionerTrainer:
                  train: CaptionData | None = None, val: CaptionData | None = None) -> None:
         """`train`/`val` are already cached grids of `cfg.train_data`/`cfg.val_data` for this model's backbone
         (experiments that train many captioners on one backbone read the data once)."""
+        from edgevl.models.lightcap.backbones import warn_if_untrained
         from edgevl.models.lightcap.model import create_lightcap
         from edgevl.train.trainer import seed_everything
 
         self.cfg = cfg.validate()
         if train is None and not cfg.train_data:
             raise ConfigError("--train-data is required")
+        if model is not None and cfg.backbone:
+            raise ConfigError("--backbone builds the model; it cannot be combined with a given LightCap model")
         self.run_dir = Path(cfg.out)
         self.teacher = create_lightcap(cfg.teacher).requires_grad_(False) if cfg.teacher else None
         seed_everything(0)  # an untrained preset's frozen backbone is the same in every run (seed-independent)
         base = model if model is not None else create_lightcap(cfg.config)
+        concept_text = None
+        if cfg.backbone:
+            base, concept_text = with_clip_backbone(base, cfg.backbone, fine_tune=Path(cfg.config).is_dir())
+        warn_if_untrained(base.backbone, f"captioner --config {cfg.config!r}" if model is None else "the captioner")
         seed_everything(cfg.seed)
         self.train = train or load_caption_data(cfg.train_data, base, limit=cfg.train_samples, progress=cfg.progress)
         captions = [c for refs in self.train.references for c in refs]
-        self.model = model if model is not None else build_student(cfg, captions, self.teacher, base)
+        self.model = model if model is not None else build_student(cfg, captions, self.teacher, base, concept_text)
         self.model.train()
         self.val = val
         if val is None and cfg.val_data:
-            self.val = load_caption_data(cfg.val_data, self.model, limit=cfg.val_samples, progress=cfg.progress)
+            self.val = load_caption_data(cfg.val_data, self.model, limit=cfg.val_samples, progress=cfg.progress,
+                                         require_captions=False)
         self.teacher_grids = None
         if self.teacher is not None:
             self.teacher_grids = (self.train.grids if same_backbone(self.model, self.teacher) else
@@ -370,25 +390,26 @@ class CaptionerTrainer:
         return {**record, "lr": lr, "grad_norm": grad_norm, "phase": phase.name, "head": phase.head}
 
     # ------------------------------------------------------------------------------------------ state
-    def model_state(self) -> dict[str, torch.Tensor]:
-        state = dict(self.model.state_dict())
-        if self.projection is not None:
-            state.update({PROJECTION_PREFIX + k: v for k, v in self.projection.state_dict().items()})
-        return state
-
     def save(self) -> Path:
+        """Write checkpoint `step_<step>`: a LightCap model folder (weights, config.json, vocab.json) that also
+        holds the training state (optimizer, RNG and the distillation projection, in `state.pt`)."""
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state()}
-        return save_checkpoint(self.run_dir, self.step, self.model_state(), state, None, self.cfg.keep_last)
+        if self.projection is not None:
+            state["projection"] = self.projection.state_dict()
+        return save_checkpoint(self.run_dir, self.step, self.model.state_dict(), state, None, self.cfg.keep_last,
+                               files=self.model.folder_files())
 
     def load(self, path: Path) -> None:
         """Restore model, distillation projection, optimizer, step and RNG from a checkpoint folder."""
         weights, _, state = load_training_checkpoint(path)
         own = {k: v for k, v in weights.items() if not k.startswith(PROJECTION_PREFIX)}
+        # checkpoints before model-folder checkpoints kept the projection in the weights, under a prefix
+        projection = state.get("projection") or {k[len(PROJECTION_PREFIX):]: v for k, v in weights.items()
+                                                 if k.startswith(PROJECTION_PREFIX)}
         try:
             self.model.load_state_dict(own)
             if self.projection is not None:
-                self.projection.load_state_dict({k[len(PROJECTION_PREFIX):]: v for k, v in weights.items()
-                                                 if k.startswith(PROJECTION_PREFIX)})
+                self.projection.load_state_dict(projection)
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {path} does not fit this captioner run: {exc}") from None
@@ -401,7 +422,8 @@ class CaptionerTrainer:
 
 
     def evaluate(self, data: CaptionData | None = None, beam: int | None = None) -> dict[str, float]:
-        """CIDEr-D / BLEU-4 of decoded captions (greedy or beam) on cached data (default: the val split)."""
+        """CIDEr-D / BLEU-4 of decoded captions (greedy or beam) on cached data (default: the val split), and
+        the class/colour/shape accuracy of the captions where the data has labels (`caption_scores`)."""
         data = data if data is not None else self.val
         if data is None:
             return {}
@@ -414,8 +436,6 @@ class CaptionerTrainer:
             return self._fit()
 
     def _fit(self) -> dict[str, Any]:
-        from tqdm import tqdm
-
         cfg = self.cfg
         params = dataclasses.asdict(cfg)
         if cfg.resume:
@@ -425,14 +445,13 @@ class CaptionerTrainer:
                 self.load(path)
         start_run_folder(self.run_dir, json.dumps(params, indent=1) + "\n", self.step)
         total = cfg.total_steps
-        bar = tqdm(total=total, initial=self.step, desc="train-captioner", disable=not cfg.progress)
+        progress = Progress(total, desc="train-captioner", initial=self.step, enabled=cfg.progress)
         start = time.perf_counter()
         last: dict[str, Any] = {}
         try:
             while self.step < total:
                 last = self.train_step()
-                bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.4f}", phase=last["phase"])
+                progress.update(samples=cfg.batch_size, loss=last["loss"])
                 if self.step % cfg.log_every == 0 or self.step == total:
                     self._log({"step": self.step, **last})
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.val is not None:
@@ -440,43 +459,12 @@ class CaptionerTrainer:
                 if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == total:
                     self.save()
         finally:
-            bar.close()
+            progress.close()
         self.model.eval().save_pretrained(self.run_dir / MODEL_DIR)
         result = {"steps": self.step, "train_images": len(self.train), "train_seconds": time.perf_counter() - start,
                   "last": last, "val": self.evaluate()}
         atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1) + "\n")
         return result
-
-
-@torch.no_grad()
-def decode_cached(model: LightCap, grids: torch.Tensor, beam: int = 1, max_words: int = 20,
-                  batch_size: int = 64) -> list[str]:
-    """Captions of cached grids: greedy (beam 1) or beam search, at most `max_words` tokens."""
-    from edgevl.models.lightcap.decoding import beam_search, greedy_decode
-
-    was_training = model.training
-    model.eval()
-    max_new = min(max_words, model.config.max_caption_tokens)
-    texts: list[str] = []
-    for i in range(0, len(grids), batch_size):
-        grid = grids[i:i + batch_size]
-        state = model.start_grid(grid)
-        hyps = (greedy_decode(model, state, len(grid), max_new) if beam == 1
-                else beam_search(model, state, len(grid), beam, max_new))
-        texts += [model.vocab.decode(h.tokens) for h in hyps]
-    model.train(was_training)
-    return texts
-
-
-def caption_scores(model: LightCap, data: CaptionData, beam: int = 1, max_words: int = 20) -> dict[str, float]:
-    """CIDEr-D and BLEU-4 (coco-caption definitions, PTB-tokenized) of the model's captions on `data`."""
-    from edgevl.eval.captioning import evaluate_captions
-
-    texts = decode_cached(model, data.grids, beam, max_words)
-    refs = {f"{i}:{k}": r for i, (k, r) in enumerate(zip(data.keys, data.references))}
-    hyps = {key: text for key, text in zip(refs, texts)}
-    scores = evaluate_captions(refs, hyps, use_meteor=False)
-    return {"CIDEr": scores["CIDEr"], "Bleu_4": scores["Bleu_4"]}
 
 
 def train_captioner(cfg: CaptionerTrainConfig, model: LightCap | None = None, *, train: CaptionData | None = None,

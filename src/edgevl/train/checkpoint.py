@@ -3,7 +3,9 @@
 Weights are safetensors; `state.pt` holds the optimizer, step, RNG states and data positions of every rank as
 plain tensors/dicts, read back with `torch.load(weights_only=True)`. A checkpoint is written into a temporary
 folder next to the final one and renamed into place, so a crash or a full disk mid-write leaves the previous
-checkpoints untouched; after a successful save only the newest `keep_last` are kept.
+checkpoints untouched; after a successful save only the newest `keep_last` are kept. Extra text `files` (a
+model's `open_clip_config.json`) written along make each checkpoint a model folder; `save_model_folder` writes
+the run's final model folder the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,36 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _write_folder(final: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a temporary sibling of `final` with `fill(tmp)`, fsync it and rename it onto `final`."""
+    root = final.parent
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        fill(tmp)
+        fsync_path(tmp)
+        if final.exists():  # re-saving (e.g. a step after a NaN stop): swap the old folder out first
+            old = root / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        fsync_path(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_text_files(folder: Path, files: Mapping[str, str] | None) -> None:
+    for name, text in (files or {}).items():
+        with open(folder / name, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
 def save_checkpoint(
     run_dir: str | os.PathLike,
     step: int,
@@ -51,41 +84,49 @@ def save_checkpoint(
     state: dict[str, Any],
     ema_state: dict[str, torch.Tensor] | None = None,
     keep_last: int = 3,
+    files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Atomically write checkpoint `step_<step>` and prune older ones; returns its folder."""
+    """Atomically write checkpoint `step_<step>` (plus text `files`, name -> content) and prune older ones."""
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step}"
-    tmp = root / f".tmp-step_{step}-{os.getpid()}"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+
+    def fill(tmp: Path) -> None:
         save_file(_tensors(model_state), str(tmp / MODEL_FILE))
         if ema_state is not None:
             save_file(_tensors(ema_state), str(tmp / EMA_FILE))
+        _write_text_files(tmp, files)
         with open(tmp / STATE_FILE, "wb") as fh:
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        fsync_path(tmp)
-        if final.exists():  # re-saving a step (e.g. after a NaN stop): swap the old folder out first
-            old = root / f".old-step_{step}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        fsync_path(root)
-    except BaseException as exc:  # a full disk shows up as OSError, SafetensorError or RuntimeError; Ctrl-C too
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not isinstance(exc, Exception):
-            raise
+
+    try:
+        _write_folder(final, fill)
+    except Exception as exc:  # a full disk shows up as OSError, SafetensorError or RuntimeError
         previous = [p.name for p in list_checkpoints(run_dir)]
         kept = f"; kept {previous[-1]}" if previous else ""
         raise CheckpointError(f"could not write checkpoint step_{step} in {root} ({exc}){kept}") from exc
     for old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_model_folder(folder: str | os.PathLike, model_state: dict[str, torch.Tensor],
+                      files: Mapping[str, str]) -> Path:
+    """Atomically (re)write a model folder: `model.safetensors` plus text `files` such as `open_clip_config.json`."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+
+    def fill(tmp: Path) -> None:
+        save_file(_tensors(model_state), str(tmp / MODEL_FILE), metadata={"format": "pt"})
+        _write_text_files(tmp, files)
+
+    try:
+        _write_folder(folder, fill)
+    except Exception as exc:
+        raise CheckpointError(f"could not write the model folder {folder} ({exc})") from exc
+    return folder
 
 
 def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:

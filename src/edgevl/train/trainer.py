@@ -27,16 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from edgevl.errors import CheckpointError, EdgevlError
 from edgevl.locks import output_lock
+from edgevl.models.checkpoint import CONFIG_NAME, folder_config
 from edgevl.models.text import trim_causal_padding
+from edgevl.progress import Progress
 from edgevl.train.checkpoint import (
     load_training_checkpoint,
     resolve_resume,
     rng_state,
     save_checkpoint,
+    save_model_folder,
     set_rng_state,
 )
 from edgevl.train.config import TrainConfig
@@ -45,7 +47,7 @@ from edgevl.train.distributed import DistInfo, all_reduce_mean, barrier, init_di
 from edgevl.train.ema import ModelEMA
 from edgevl.train.evaluate import evaluate
 from edgevl.train.losses import DistillConfig, clip_loss, distill_terms, reinforced_loss
-from edgevl.train.run_folder import check_resume_settings, start_run_folder
+from edgevl.train.run_folder import MODEL_DIR, check_resume_settings, start_run_folder
 from edgevl.train.schedule import cosine_lr, set_lr
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.LocalResponseNorm)
@@ -218,8 +220,11 @@ class Trainer:
                 return {"loss": clip_loss(img, txt, scale)}
             assert self.distill is not None
             if self.cfg.mode == "reinforced":
-                syn = batch["syn_tokens"].to(self.device)
-                t_img, t_real, t_syn = (batch[k].to(self.device) for k in ("image_emb", "text_emb", "syn_text_emb"))
+                t_img, t_real = batch["image_emb"].to(self.device), batch["text_emb"].to(self.device)
+                if "syn_tokens" not in batch:  # teacher-only data: the real-caption terms only
+                    img, txt, scale = self.ddp(image, tokens)
+                    return reinforced_loss(img, txt, None, scale, t_img, t_real, None, self.distill)
+                syn, t_syn = batch["syn_tokens"].to(self.device), batch["syn_text_emb"].to(self.device)
             else:
                 assert self.teachers is not None
                 texts = list(batch["caption"])
@@ -283,13 +288,32 @@ class Trainer:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": {"step": self.step},
                 "ranks": ranks}
 
+    def _folder_files(self, ema: bool) -> dict[str, str]:
+        """The `open_clip_config.json` that makes a checkpoint or `model/` a model folder (none for a model the
+        factory did not build: it carries no config)."""
+        meta = folder_config(self.model, step=self.step, ema=ema)
+        return {CONFIG_NAME: json.dumps(meta, indent=2) + "\n"} if meta else {}
+
     def save(self, data: dict[str, int] | None = None, rng: dict[str, Any] | None = None) -> Path | None:
-        """Write checkpoint `step_<step>` (rank 0 writes; every rank contributes its data position and RNG)."""
+        """Write checkpoint `step_<step>`, a model folder too (rank 0 writes; every rank contributes its data
+        position and RNG)."""
         state = self._state(data or self.stream.state_dict(), rng or rng_state())
         path = None
         if self.info.is_main:
             ema = self.ema.state_dict() if self.ema else None
-            path = save_checkpoint(self.run_dir, self.step, self.model.state_dict(), state, ema, self.cfg.keep_last)
+            path = save_checkpoint(self.run_dir, self.step, self.model.state_dict(), state, ema, self.cfg.keep_last,
+                                   files=self._folder_files(ema=False))
+        barrier()
+        return path
+
+    def save_model(self) -> Path | None:
+        """Write `<run>/model/`, the run's model folder: the EMA weights with `--ema`, else the trained ones."""
+        files = self._folder_files(ema=self.ema is not None)
+        path = None
+        if self.info.is_main and files:
+            weights = self.ema.state_dict() if self.ema else self.model.state_dict()
+            path = save_model_folder(self.run_dir / MODEL_DIR, weights, files)
+            print(f"train: model folder {path}{' (EMA weights)' if self.ema else ''}", file=sys.stderr)
         barrier()
         return path
 
@@ -373,7 +397,7 @@ class Trainer:
                       "(raise --steps to continue it)", file=sys.stderr)
             return {}
         global_batch = cfg.batch_size * cfg.accum_freq * self.info.world_size
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=None if self.info.is_main else True, desc="train")
+        progress = Progress(cfg.steps, desc="train", initial=self.step, enabled=self.info.is_main)
         last: dict[str, float] = {}
         try:
             while self.step < cfg.steps:
@@ -388,8 +412,7 @@ class Trainer:
                 last = {f"train/{k}": v for k, v in parts.items() if k not in ("lr", "scale")}
                 last.update(lr=parts["lr"], scale=parts["scale"], samples_per_second=global_batch / elapsed,
                             samples_per_second_per_gpu=global_batch / elapsed / self.info.world_size)
-                bar.update(1)
-                bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{parts['lr']:.2e}")
+                progress.update(samples=global_batch, loss=parts["loss"], lr=parts["lr"])
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self._log({"step": self.step, "epoch": self.stream.epoch, **last})
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
@@ -397,7 +420,8 @@ class Trainer:
                 if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.steps:
                     self.save()
         finally:
-            bar.close()
+            progress.close()
             if self._tb is not None:
                 self._tb.close()
+        self.save_model()
         return last

@@ -214,11 +214,15 @@ class LightCap(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        vocab = {"type": "word", "words": self.vocab.words, "concepts": self.concept_names}
         atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        atomic_write_text(folder / VOCAB_FILE, json.dumps(vocab))
-        atomic_write_text(folder / CONFIG_FILE, json.dumps(self.config.to_dict(), indent=2))
+        for name, text in self.folder_files().items():
+            atomic_write_text(folder / name, text)
         return folder
+
+    def folder_files(self) -> dict[str, str]:
+        """The text files of a model folder beside its weights: `config.json` and `vocab.json` (name -> content)."""
+        vocab = {"type": "word", "words": self.vocab.words, "concepts": self.concept_names}
+        return {VOCAB_FILE: json.dumps(vocab), CONFIG_FILE: json.dumps(self.config.to_dict(), indent=2)}
 
     @classmethod
     def load_pretrained(cls, folder: str | Path) -> LightCap:
