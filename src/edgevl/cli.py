@@ -113,6 +113,11 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--scale", type=int, default=3, help="enlargement factor of each image (nearest)")
     show.set_defaults(func=_run_world_show)
 
+    path = _subparser(world_sub, "path", "print the folder of a shipped world model (for --teachers/--captioner)")
+    path.add_argument("names", nargs="+", choices=("teacher-mci", "teacher-mci-wide", "captioner"),
+                      help="shipped world models; several are printed comma-separated, as --teachers takes them")
+    path.set_defaults(func=_run_world_path)
+
     pre = _subparser(world_sub, "pretrain", "train the shipped world teachers and captioner (the recipe)",
                      "Trains the CLIP teachers on clean captions of a large train split with the generic\n"
                      "trainer, then the LightCap captioner; see docs/demo.md for the exact times.")
@@ -136,6 +141,13 @@ def _run_world_make(args: argparse.Namespace) -> int:
                     noise=args.noise, caption=args.caption, shard_size=args.shard_size, task=args.task,
                     start=args.start, workers=args.workers, progress=True)
     print(f"wrote {manifest['n']} {args.split} samples ({args.fmt}) to {args.out}")
+    return 0
+
+
+def _run_world_path(args: argparse.Namespace) -> int:
+    from edgevl.world_models import pretrained_dir
+
+    print(",".join(str(pretrained_dir(name)) for name in args.names))
     return 0
 
 
@@ -622,7 +634,8 @@ def _run_eval(args: argparse.Namespace) -> int:
             ks = tuple(int(k) for k in args.recall_k.split(","))
             metrics = evaluate_retrieval(model, preprocess, tokenizer, spec, ks=ks, **common)
         print(f"{spec}: {log.summary()}", file=sys.stderr)
-        records.append(result_record(spec, args.model, args.pretrained, task, metrics))
+        name = getattr(model, "model_name", None) or args.model  # a folder's recorded model, not local-dir:PATH
+        records.append(result_record(spec, name, args.pretrained, task, metrics))
     if args.output:
         write_results(records, args.output)
         print(f"wrote {args.output}")
