@@ -383,8 +383,9 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
 def _run_classify(args: argparse.Namespace) -> int:
     import json
 
+    from edgevl.data.classnames import read_classnames
     from edgevl.data.files import expand_image_paths
-    from edgevl.eval.templates import get_templates, read_classnames
+    from edgevl.data.templates import get_templates
     from edgevl.inference import classify_images
 
     if args.labels is not None:

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from edgevl.cli import main
+from edgevl.data.classnames import read_classnames
+from edgevl.data.templates import get_templates
 from edgevl.errors import ConfigError
 from edgevl.eval.benchmark import evaluate_retrieval, evaluate_zeroshot, guess_task, result_record
 from edgevl.eval.retrieval import retrieval_metrics
-from edgevl.eval.templates import get_templates, read_classnames
 from edgevl.eval.zeroshot import build_zero_shot_classifier, classification_metrics
 from edgevl.inference import embed_images, embed_texts
 

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from edgevl.cli import main
+from edgevl.data.classnames import normalize_name, read_classnames, zeroshot_setup
 from edgevl.data.readers import open_dataset
+from edgevl.data.templates import TEMPLATE_SETS
 from edgevl.errors import ConfigError
-from edgevl.eval.classnames import normalize_name, zeroshot_setup
-from edgevl.eval.templates import TEMPLATE_SETS, read_classnames
 
 FOLDERS = ["cat", "dog", "sea_lion"]
 

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgevl.data.classnames import read_classnames
+from edgevl.data.templates import TEMPLATE_SETS, get_templates
 from edgevl.errors import ConfigError
 from edgevl.eval.retrieval import retrieval_metrics
-from edgevl.eval.templates import TEMPLATE_SETS, get_templates, read_classnames
 from edgevl.eval.zeroshot import (
     build_zero_shot_classifier,
     classification_metrics,

@@ -61,7 +61,7 @@ def evaluate_zeroshot(
     """acc1, acc5 and mean per-class recall on a class-folder dataset (`folder:` spec).
 
     `classnames` and `templates` are defaults for the spec's `?classnames=` / `?templates=` options; the folder
-    reader resolves them (`edgevl.eval.classnames`) exactly as training validation does. With `progress`, a bar
+    reader resolves them (`edgevl.data.classnames`) exactly as training validation does. With `progress`, a bar
     and a line on stderr saying where the class names and templates came from.
     """
     if parse_spec(spec).kind != "folder":

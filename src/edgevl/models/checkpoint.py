@@ -22,10 +22,9 @@ from torch import nn
 
 from edgevl.errors import CheckpointError, ConfigError
 from edgevl.io import atomic_write, atomic_write_text
+from edgevl.run_layout import CONFIG_NAME, EDGEVL_KEY, run_model_folder, run_params_model
 from edgevl.tensor_files import read_safetensors, read_torch
 
-CONFIG_NAME = "open_clip_config.json"
-EDGEVL_KEY = "edgevl"  # edgevl's block in open_clip_config.json: {"model": NAME, "step": K, "ema": bool}
 WEIGHTS_NAME = "model.safetensors"
 WEIGHT_NAMES = (
     "open_clip_model.safetensors",
@@ -94,13 +93,11 @@ class ModelSource:
 def describe_pretrained(path: str | Path) -> ModelSource:
     """Resolve `pretrained` (a weights file, model folder or training run folder) into a `ModelSource`.
 
-    A run folder becomes its model folder (`edgevl.train.run_folder.run_model_folder`); the config is read from
+    A run folder becomes its model folder (`edgevl.run_layout.run_model_folder`); the config is read from
     the folder, or for a file from the folder holding it when edgevl wrote that config (an open_clip folder's may
     describe other weights); the model name from its `edgevl` block, or for a checkpoint of a run older than
     those blocks from the run's `params.json`.
     """
-    from edgevl.train.run_folder import run_model_folder, run_params_model
-
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"pretrained weights {str(path)!r} not found (pass a file or folder path)")

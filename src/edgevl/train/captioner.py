@@ -32,6 +32,7 @@ from edgevl.locks import output_lock
 from edgevl.models.lightcap.concepts import concept_loss
 from edgevl.models.lightcap.model import LightCap
 from edgevl.progress import Progress
+from edgevl.run_layout import MODEL_DIR
 from edgevl.train.captioner_backbone import ConceptText, with_clip_backbone
 from edgevl.train.captioner_data import (
     CaptionData,
@@ -57,7 +58,6 @@ from edgevl.train.run_folder import check_resume_settings, start_run_folder
 from edgevl.train.schedule import cosine_lr, set_lr
 
 PROJECTION_PREFIX = "kd_projection."
-MODEL_DIR = "model"
 
 
 @dataclass

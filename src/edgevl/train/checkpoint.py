@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,27 +23,17 @@ from safetensors.torch import save_file
 
 from edgevl.errors import CheckpointError
 from edgevl.io import fsync_path
+from edgevl.run_layout import CHECKPOINT_DIR, list_checkpoints
 from edgevl.tensor_files import read_safetensors, read_torch
 
-CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
-_STEP_RE = re.compile(r"^step_(\d+)$")
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors wants contiguous, unshared CPU tensors
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """Completed checkpoint folders of a run, oldest first (temporary folders are ignored)."""
-    root = Path(run_dir) / CHECKPOINT_DIR
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_RE.match(p.name)) and p.is_dir()]
-    return [p for _, p in sorted(found)]
 
 
 def _write_folder(final: Path, fill: Callable[[Path], None]) -> None:

@@ -33,6 +33,7 @@ from edgevl.locks import output_lock
 from edgevl.models.checkpoint import CONFIG_NAME, folder_config
 from edgevl.models.text import trim_causal_padding
 from edgevl.progress import Progress
+from edgevl.run_layout import MODEL_DIR
 from edgevl.train.checkpoint import (
     load_training_checkpoint,
     resolve_resume,
@@ -47,7 +48,7 @@ from edgevl.train.distributed import DistInfo, all_reduce_mean, barrier, init_di
 from edgevl.train.ema import ModelEMA
 from edgevl.train.evaluate import evaluate
 from edgevl.train.losses import DistillConfig, clip_loss, distill_terms, reinforced_loss
-from edgevl.train.run_folder import MODEL_DIR, check_resume_settings, start_run_folder
+from edgevl.train.run_folder import check_resume_settings, start_run_folder
 from edgevl.train.schedule import cosine_lr, set_lr
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.LocalResponseNorm)

@@ -2,7 +2,7 @@
 
 Classes are the sub-folder names sorted alphabetically (label = position), like torchvision's ImageFolder;
 files are listed recursively and sorted, and only known image suffixes are taken. The class names and prompt
-templates are resolved once, here, by `edgevl.eval.classnames.zeroshot_setup` (docs/eval.md), so `edgevl eval`,
+templates are resolved once, here, by `edgevl.data.classnames.zeroshot_setup` (docs/eval.md), so `edgevl eval`,
 training validation and `data-check` all use the same ones.
 """
 
@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgevl.data.classnames import zeroshot_setup
 from edgevl.data.files import IMAGE_SUFFIXES, list_image_files
 from edgevl.data.readers.base import MapReader, Sample, open_image
 from edgevl.errors import DataError
-from edgevl.eval.classnames import zeroshot_setup
 
 
 class ImageFolder(MapReader):

@@ -1,4 +1,4 @@
-"""Prompt template sets for zero-shot classification, and loading of user template/class-name files."""
+"""Prompt template sets for zero-shot classification, and loading of user template files."""
 
 from __future__ import annotations
 
@@ -51,13 +51,6 @@ def get_templates(name_or_path: str) -> list[str]:
     if bad or not templates:
         raise ConfigError(f"{path}: every template needs a '{{}}' placeholder (bad: {bad[:3]}) and at least one")
     return [t.replace("{c}", "{}") for t in templates]
-
-
-def read_classnames(path: str | Path) -> list[str]:
-    """Class names in file order from any class-name file form (docs/eval.md); a mapping's folders are dropped."""
-    from edgevl.eval.classnames import read_names_file  # that module imports this one
-
-    return read_names_file(path).names
 
 
 def _read_list(path: Path) -> list[str]:

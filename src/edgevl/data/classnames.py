@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgevl.data.templates import DEFAULT_TEMPLATES, TEMPLATE_SETS, get_templates
 from edgevl.errors import ConfigError
-from edgevl.eval.templates import DEFAULT_TEMPLATES, TEMPLATE_SETS, get_templates
 
 CLASSNAMES_FILE = "classnames.txt"
 TEMPLATES_FILE = "zeroshot_classification_templates.txt"
@@ -66,6 +66,11 @@ def read_names_file(path: str | os.PathLike) -> NamesFile:
     if not parsed.names:
         raise ConfigError(f"{path}: no class names found")
     return parsed
+
+
+def read_classnames(path: str | os.PathLike) -> list[str]:
+    """Class names in file order from any class-name file form (docs/eval.md); a mapping's folders are dropped."""
+    return read_names_file(path).names
 
 
 def _parse_json(path: Path, text: str) -> NamesFile:
