@@ -1,7 +1,12 @@
-"""Shared test helpers: paths to the golden fixtures copied from the reference implementations, one-thread runs."""
+"""Shared test helpers: paths to the golden fixtures copied from the reference implementations, one-thread runs,
+and a second process that holds an output folder's lock."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,3 +38,24 @@ def student_bundle():
     torch.manual_seed(0)
     model, _, preprocess = edgevl.create_model_and_transforms("world-student-mci")
     return model, preprocess, edgevl.get_tokenizer("world-student-mci")
+
+
+@pytest.fixture
+def lock_holder() -> Callable:
+    """`with lock_holder(folder, command) as pid:` runs the body while another live process holds `folder`'s
+    output lock (as `command`); the process is killed afterwards, leaving a stale lock file behind."""
+
+    @contextlib.contextmanager
+    def hold(folder: Path, command: str = "train") -> Iterator[int]:
+        script = ("import time\nfrom edgevl.locks import output_lock\n"
+                  f"with output_lock({str(folder)!r}, {command!r}):\n"
+                  "    print('held', flush=True)\n    time.sleep(60)\n")
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "held"
+            yield proc.pid
+        finally:
+            proc.kill()
+            proc.wait()
+
+    return hold

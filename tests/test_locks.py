@@ -39,22 +39,11 @@ def test_disabled_locks_do_nothing(tmp_path):
     assert not (tmp_path / "rank1").exists()
 
 
-def test_the_error_names_the_holder(tmp_path):
-    import subprocess
-    import sys
-
-    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom edgevl.locks import output_lock\n"
-                               f"with output_lock({str(tmp_path)!r}, 'world pretrain'):\n"
-                               "    print('held', flush=True)\n    time.sleep(60)\n"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(FolderLockedError, match=f"in use by PID {holder.pid} \\(world pretrain on "):
+def test_the_error_names_the_holder(tmp_path, lock_holder):
+    with lock_holder(tmp_path, "world pretrain") as pid:
+        with pytest.raises(FolderLockedError, match=f"in use by PID {pid} \\(world pretrain on "):
             with output_lock(tmp_path, "export"):
                 pass
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 @pytest.mark.parametrize("argv", [
@@ -62,20 +51,9 @@ def test_the_error_names_the_holder(tmp_path):
     ["world", "pretrain", "--what", "teacher-mci", "--steps", "1"],
     ["compile", "--model", "world-student-mci", "--towers", "text"],
 ])
-def test_every_writing_command_refuses_a_held_folder(tmp_path, capsys, argv):
-    import subprocess
-    import sys
-
+def test_every_writing_command_refuses_a_held_folder(tmp_path, capsys, lock_holder, argv):
     from edgevl.cli import main
 
-    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom edgevl.locks import output_lock\n"
-                               f"with output_lock({str(tmp_path)!r}, 'train'):\n"
-                               "    print('held', flush=True)\n    time.sleep(60)\n"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_holder(tmp_path) as pid:
         assert main([*argv, "--out", str(tmp_path)]) == 4
-        assert f"in use by PID {holder.pid} (train" in capsys.readouterr().err
-    finally:
-        holder.kill()
-        holder.wait()
+        assert f"in use by PID {pid} (train" in capsys.readouterr().err

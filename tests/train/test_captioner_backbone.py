@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from test_captioner import MICRO as CAPTIONER_MICRO
 
 import edgevl
 from edgevl.cli import main
@@ -33,17 +34,10 @@ CLIP_MCI = {
     "preprocess_cfg": {"size": 64, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "bilinear"},
 }
 CLIP_VIT = {**CLIP_MCI, "vision_cfg": {"image_size": 64, "layers": 1, "width": 16, "patch_size": 16, "head_width": 8}}
-MICRO = {"name": "lightcap-micro", "backbone": {"type": "clip_resnet", "layers": [1, 1, 1, 1], "width": 8},
-         "image_size": 64, "hidden": 32, "layers": 1, "heads": 2, "ffn": 64, "max_caption_tokens": 16,
-         "num_concepts": 16, "concept_top_k": 4, "concept_joint_dim": 16, "concept_hidden": 16, "num_heads": 1}
+MICRO = {**CAPTIONER_MICRO, "layers": 1, "num_heads": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -102,21 +102,13 @@ def test_full_disk_at_the_first_checkpoint_leaves_no_temporary_folder(run_args, 
     assert not (tmp_path / "runs" / "r" / ".edgevl.lock").exists()
 
 
-def test_a_second_writer_fails_at_once_naming_the_holder(run_args, tmp_path, capsys):
+def test_a_second_writer_fails_at_once_naming_the_holder(run_args, tmp_path, capsys, lock_holder):
     run = tmp_path / "runs" / "r"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom edgevl.locks import output_lock\n"
-         f"with output_lock({str(run)!r}, 'train'):\n    print('held', flush=True)\n    time.sleep(60)\n"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_holder(run) as pid:
         assert main(run_args) == 4
         line = _one_line_error(capsys)
-        assert f"in use by PID {holder.pid} (train" in line
+        assert f"in use by PID {pid} (train" in line
         assert not (run / "params.json").exists()
-    finally:
-        holder.kill()
-        holder.wait()
     assert main(run_args) == 0  # a lock left by a killed process is stale: the next run takes it over
     assert "no longer running; taking it over" in capsys.readouterr().err
 
