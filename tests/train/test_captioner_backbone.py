@@ -198,3 +198,17 @@ def test_cli_backbone_and_folder_validation(setup, tmp_path, capsys):
     clip, _ = clip_of_run(setup)
     pixels = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(model.grid_features(pixels), clip.visual.trunk.forward_features(pixels))
+
+
+def test_world_caption_data_carries_the_labels_for_attribute_accuracy():
+    """`edgevl world pretrain`'s captioner validation reports colour/shape accuracy beside CIDEr."""
+    from edgevl.data.world import samples
+    from edgevl.world_models import load_captioner
+    from edgevl.world_models.captioner import world_caption_data
+
+    model = load_captioner()
+    data = world_caption_data(model, 4, "test", 0)
+    scenes = [s.labels["objects"][0] for s in samples(4, "test", 0, model.config.image_size)]
+    assert data.labels == [{"class": f"{o['color']} {o['shape']}", "color": o["color"], "shape": o["shape"]}
+                           for o in scenes]
+    assert {"CIDEr", "color_accuracy", "shape_accuracy", "class_accuracy"} <= set(caption_scores(model, data, 1))

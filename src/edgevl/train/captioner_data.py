@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -50,16 +51,21 @@ def caption_words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
+def world_labels(scene: Any) -> dict[str, str]:
+    """What a caption of a world scene (its `labels` dict) should name: the primary object's `color`, `shape` and
+    `class` ('red star', the world's headline classification task); {} for anything else."""
+    primary = scene.get("objects", [None])[0] if isinstance(scene, dict) and scene.get("objects") else None
+    if isinstance(primary, dict) and isinstance(primary.get("color"), str) and isinstance(primary.get("shape"), str):
+        return {"class": f"{primary['color']} {primary['shape']}", "color": primary["color"],
+                "shape": primary["shape"]}
+    return {}
+
+
 def sample_labels(sample: Sample, class_names: Sequence[str] | None = None) -> dict[str, str]:
     """What a caption of `sample` should name: `class` for a labelled image (`class_names[label]`, else the image
     folder reader's class folder `meta['class']`), and for a world image the primary object's `color`, `shape` and
     `class` ('red star', the world's headline classification task)."""
-    labels: dict[str, str] = {}
-    world = sample.meta.get("labels")
-    primary = world.get("objects", [None])[0] if isinstance(world, dict) and world.get("objects") else None
-    if isinstance(primary, dict) and isinstance(primary.get("color"), str) and isinstance(primary.get("shape"), str):
-        labels = {"class": f"{primary['color']} {primary['shape']}", "color": primary["color"],
-                  "shape": primary["shape"]}
+    labels = world_labels(sample.meta.get("labels"))
     name = sample.meta.get("class")
     if class_names is not None and sample.label is not None and 0 <= sample.label < len(class_names):
         name = class_names[sample.label]

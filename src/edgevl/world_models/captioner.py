@@ -62,12 +62,13 @@ def _teacher_folder(out: Path, teachers: str | Path | None) -> Path:
 
 
 def world_caption_data(model: Any, n: int, split: str, seed: int) -> Any:
-    """Samples 0..n-1 of a world split as cached frozen-backbone grids with their 5 clean captions."""
-    from edgevl.train.captioner_data import CaptionData
+    """Samples 0..n-1 of a world split as cached frozen-backbone grids with their 5 clean captions and the labels
+    a caption should name (for the colour/shape accuracy beside CIDEr)."""
+    from edgevl.train.captioner_data import CaptionData, world_labels
     from edgevl.world_models.data import pixel_transform
 
     transform = pixel_transform(model.config.mean, model.config.std)
-    keys, grids, refs = [], [], []
+    keys, grids, refs, labels = [], [], [], []
     batch: list[Any] = []
     for s in samples(n, split, seed, model.config.image_size):
         batch.append(s)
@@ -75,8 +76,9 @@ def world_caption_data(model: Any, n: int, split: str, seed: int) -> Any:
             grids.append(model.grid_features(torch.stack([transform(b.image) for b in batch])))
             keys += [b.id for b in batch]
             refs += [b.captions for b in batch]
+            labels += [world_labels(b.labels) for b in batch]
             batch = []
-    return CaptionData(keys, torch.cat(grids), refs)
+    return CaptionData(keys, torch.cat(grids), refs, labels)
 
 
 def pretrain_captioner(out: str | Path, *, teachers: str | Path | None = None, steps: int | None = None,
