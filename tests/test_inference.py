@@ -115,3 +115,9 @@ def test_non_finite_outputs_are_an_error():
         model.text.token_embedding.weight.fill_(float("inf"))  # a model that overflows, e.g. in half precision
     with pytest.raises(EdgevlError, match="non-finite text embeddings"):
         embed_texts(model, edgevl.get_tokenizer(MODEL), ["a red circle"])
+
+
+def test_cli_caption_strict_stops_at_the_first_bad_image(images, capsys):
+    assert main(["caption", str(images), "--beam", "1", "--max-words", "3", "--strict"]) == 2
+    captured = capsys.readouterr()
+    assert "--strict: bad image" in captured.err and "broken.jpg" in captured.err and captured.out == ""

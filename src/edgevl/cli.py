@@ -557,16 +557,23 @@ def _run_caption(args: argparse.Namespace) -> int:
     model.optimize_for_inference()
     if args.int8:
         model.quantize_decoder()
-    images, skipped = [], []
-    for path in paths:  # bad images are skipped and counted, like embed and classify do
-        try:
-            images.append(load_image(path))
-        except ImageLoadError as exc:
-            skipped.append((str(path), exc.reason))
-    paths = [p for p in paths if str(p) not in {k for k, _ in skipped}]
-    _check_inputs(len(images), skipped, args.strict)
-    captions = caption(images, model=model, beam=args.beam, max_words=args.max_words, num_samples=args.num_samples,
-                       top_p=args.top_p, temperature=args.temperature, batch_size=args.batch_size, seed=args.seed)
+    options = {"model": model, "beam": args.beam, "max_words": args.max_words, "num_samples": args.num_samples,
+               "top_p": args.top_p, "temperature": args.temperature, "batch_size": args.batch_size, "seed": args.seed}
+    done, captions, batch, skipped = [], [], [], []
+    for path in [*paths, None]:  # batches of readable images; bad ones are skipped and counted, as embed does
+        if path is not None:
+            try:
+                batch.append((path, load_image(path)))
+            except ImageLoadError as exc:
+                if args.strict:
+                    raise DataError(f"--strict: bad image {path}: {exc.reason}") from None
+                skipped.append((str(path), exc.reason))
+        if batch and (path is None or len(batch) == args.batch_size):
+            done += [p for p, _ in batch]
+            captions += caption([image for _, image in batch], **options)
+            batch = []
+    _check_inputs(len(done), skipped, False)
+    paths = done
     key = "captions" if args.num_samples > 0 else "caption"
     if args.json:
         print(json.dumps([{"image": str(p), key: c} for p, c in zip(paths, captions)], indent=2))
