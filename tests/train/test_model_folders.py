@@ -163,3 +163,19 @@ def test_cli_commands_take_a_run_folder_without_model(tmp_path, capsys):
     assert json.loads((tmp_path / "runs" / "b" / "params.json").read_text())["model"] == f"local-dir:{run}"
     assert _config(tmp_path / "runs" / "b" / "model")["edgevl"] == {
         "model": "tiny-mci-model-folders", "step": 1, "ema": False}
+
+
+def test_captioner_checkpoints_and_runs_are_lightcap_model_folders(tmp_path):
+    from edgevl.data.world import make
+    from edgevl.models.lightcap.model import create_lightcap
+
+    make(tmp_path / "data", 16, size=64, caption="clean")
+    run = tmp_path / "caprun"
+    assert main(["train-captioner", "--config", "lightcap-tiny", "--train-data", f"wds:{tmp_path}/data/00000.tar",
+                 "--out", str(run), "--steps", "2", "--batch-size", "4", "--save-every", "1"]) == 0
+    final = create_lightcap(run / "model").state_dict()
+    for folder in (run, run / "checkpoints" / "step_2"):  # the run stands for model/; a checkpoint is a folder too
+        state = create_lightcap(folder).state_dict()
+        assert state.keys() == final.keys() and all(torch.equal(state[k], final[k]) for k in final)
+    first = create_lightcap(run / "checkpoints" / "step_1").state_dict()
+    assert any(not torch.equal(first[k], final[k]) for k in final)

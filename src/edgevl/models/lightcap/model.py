@@ -23,6 +23,7 @@ from edgevl.models.lightcap.fusion import FusionEncoder, KVCache
 from edgevl.models.lightcap.heads import EnsembleHead
 from edgevl.models.lightcap.modulator import CrossModalModulator
 from edgevl.models.lightcap.vocab import WordVocab, split_words
+from edgevl.run_layout import run_model_folder
 
 CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE = "config.json", "model.safetensors", "vocab.json"
 
@@ -260,7 +261,8 @@ class LightCap(nn.Module):
 
 
 def create_lightcap(name_or_path: str | Path, weights: str | Path | None = None) -> LightCap:
-    """A LightCap model from a preset name ('lightcap-tiny'), a config JSON or a model folder, in eval mode.
+    """A LightCap model from a preset name ('lightcap-tiny'), a config JSON, a model folder or a `train-captioner`
+    run folder (its final model, or its newest checkpoint when that is newer), in eval mode.
 
     `weights` (a .safetensors state dict) is loaded on top when given; a `weights` folder (or a
     `local-dir:FOLDER` name) is a complete saved model and is loaded as such.
@@ -269,7 +271,7 @@ def create_lightcap(name_or_path: str | Path, weights: str | Path | None = None)
         name_or_path, weights = weights, None
     path = Path(str(name_or_path).removeprefix(LOCAL_DIR))
     if path.is_dir():
-        model = LightCap.load_pretrained(path)
+        model = LightCap.load_pretrained(run_model_folder(path) or path)  # a train-captioner run: its model
     elif path.suffix == ".json" and path.is_file():
         model = LightCap(LightCapConfig.load(path))
     else:
