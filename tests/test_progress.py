@@ -100,3 +100,13 @@ def test_interval_comes_from_the_environment(monkeypatch):
 @pytest.mark.parametrize("seconds, text", [(0.4, "0s"), (59.6, "1m00s"), (185, "3m05s"), (7440, "2h04m")])
 def test_durations(seconds, text):
     assert format_duration(seconds) == text
+
+
+def test_track_reports_each_item_and_a_summary(monkeypatch, capsys):
+    from edgevl.progress import track
+
+    monkeypatch.setenv("EDGEVL_PROGRESS_SECONDS", "0")
+    assert list(track([10, 20, 30], desc="zero-shot", unit="batch")) == [10, 20, 30]
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in err[:3]] == [f"zero-shot: batch {k}/3" for k in (1, 2, 3)]
+    assert len(err) == 4 and err[-1].startswith("zero-shot: finished batch 3/3")

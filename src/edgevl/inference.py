@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from edgevl.data.transforms import load_image
 from edgevl.errors import EdgevlError, ImageLoadError
 from edgevl.eval.zeroshot import build_zero_shot_classifier
 from edgevl.io import atomic_write, atomic_write_text
+from edgevl.progress import track
 
 
 def finite(t: torch.Tensor, what: str) -> torch.Tensor:
@@ -63,7 +63,7 @@ def embed_images(
             batch.clear()
             batch_keys.clear()
 
-    for path in tqdm(images, desc="images", unit="img", disable=not progress):
+    for path in track(images, desc="images", unit="image", enabled=progress):
         try:
             batch.append(preprocess(load_image(path)))
             batch_keys.append(str(path))
@@ -90,7 +90,7 @@ def embed_texts(
     if not texts:
         raise EdgevlError("no texts given")
     chunks = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="texts", disable=not progress):
+    for start in track(range(0, len(texts), batch_size), desc="texts", unit="batch", enabled=progress):
         ids = tokenizer(list(texts[start : start + batch_size]))
         chunks.append(finite(model.encode_text(ids, normalize=normalize).float(), "text embeddings"))
     return Embeddings(torch.cat(chunks), list(texts))

@@ -15,11 +15,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TextIO, TypeVar
 
 from edgevl.errors import ConfigError
 
+T = TypeVar("T")
 INTERVAL_ENV = "EDGEVL_PROGRESS_SECONDS"
 DEFAULT_INTERVAL = 30.0
 
@@ -153,3 +154,14 @@ def _is_terminal(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def track(items: Iterable[T], *, desc: str, unit: str = "item", total: int | None = None,
+          enabled: bool = True) -> Iterator[T]:
+    """Yield `items`, reporting each as one finished unit (a bar on a terminal, plain lines otherwise)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with Progress(total, desc=desc, unit=unit, enabled=enabled) as progress:
+        for item in items:
+            yield item
+            progress.update()

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from edgevl.data.readers import SkipLog, collate_samples, open_dataset, parse_spec
 from edgevl.errors import ConfigError, NoUsableInputError
 from edgevl.eval.retrieval import retrieval_metrics
 from edgevl.eval.zeroshot import encode_images, zero_shot_metrics
 from edgevl.io import atomic_write_text
+from edgevl.progress import track
 
 TASKS = ("zeroshot_classification", "zeroshot_retrieval")
 
@@ -70,7 +70,7 @@ def evaluate_zeroshot(
     setup = dataset.zeroshot
     if progress:
         print(f"{spec}: class names from {setup.names_source}; templates: {setup.templates_source}", file=sys.stderr)
-    loader = tqdm(_loader(dataset, batch_size, workers), desc="zero-shot", disable=not progress)
+    loader = track(_loader(dataset, batch_size, workers), desc="zero-shot", unit="batch", enabled=progress)
     batches = ((batch["image"], batch["label"]) for batch in loader if batch)
     metrics = zero_shot_metrics(model, tokenizer, setup.names, setup.templates, batches)
     if metrics is None:
@@ -94,7 +94,7 @@ def evaluate_retrieval(
     """Recall@K both ways on any captions dataset, using every caption of every image."""
     dataset = open_dataset(spec, transform=preprocess, caption="all", skip_log=skip_log)
     image_feats, text_feats, text_to_image = [], [], []
-    for batch in tqdm(_loader(dataset, batch_size, workers), desc="retrieval", disable=not progress):
+    for batch in track(_loader(dataset, batch_size, workers), desc="retrieval", unit="batch", enabled=progress):
         if not batch:
             continue
         offset = sum(f.shape[0] for f in image_feats)
