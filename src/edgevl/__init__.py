@@ -1,15 +1,47 @@
 """edgevl: fast image-text models for edge devices.
 
 The public API mirrors open_clip: `create_model_and_transforms`, `get_tokenizer`, `list_models`, plus
-`reparameterize` and `caption`. Names are imported lazily so `import edgevl` (and the CLI) start fast.
+`reparameterize` and `caption`. Names are imported lazily so `import edgevl` (and the CLI) start fast; the
+`TYPE_CHECKING` block lists the same names for editors and type checkers (a test keeps the two in step).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time `__getattr__` imports each name on first use
+    from edgevl.captioning import caption
+    from edgevl.data.readers import open_dataset
+    from edgevl.data.transforms import ImageTransform, PreprocessCfg, load_image
+    from edgevl.demo import run_demo
+    from edgevl.errors import (
+        CheckpointError,
+        ConfigError,
+        DataError,
+        EdgevlError,
+        FolderLockedError,
+        ImageLoadError,
+        NoUsableInputError,
+    )
+    from edgevl.eval.captioning import CiderD, evaluate_captions
+    from edgevl.export.pipeline import export_model
+    from edgevl.export.runners import OnnxCaptioner, OnnxCLIP
+    from edgevl.models.checkpoint import load_checkpoint, save_pretrained
+    from edgevl.models.factory import (
+        create_model,
+        create_model_and_transforms,
+        create_model_from_pretrained,
+        reparameterize,
+    )
+    from edgevl.models.lightcap.model import LightCap, create_lightcap
+    from edgevl.models.optimize import optimize_for_inference
+    from edgevl.models.registry import add_model_config, get_model_config, list_models
+    from edgevl.runtime import keep_freed_memory
+    from edgevl.tokenizer import SimpleTokenizer, decode, get_tokenizer, tokenize
+    from edgevl.train.captioner import CaptionerTrainConfig, train_captioner
 
 # public name -> module that defines it
 _LAZY = {
@@ -48,6 +80,8 @@ _LAZY = {
     "CheckpointError": "edgevl.errors",
     "ConfigError": "edgevl.errors",
     "DataError": "edgevl.errors",
+    "NoUsableInputError": "edgevl.errors",
+    "FolderLockedError": "edgevl.errors",
 }
 
 __all__ = ["__version__", *_LAZY]
