@@ -27,7 +27,8 @@ from edgevl.data.augment import AugmentConfig, sample_record
 from edgevl.data.world import make
 from edgevl.models.lightcap.model import create_lightcap
 from edgevl.reinforce.captioner import Captioner
-from edgevl.reinforce.generate import ReinforceConfig, ShardJob
+from edgevl.reinforce.config import ReinforceConfig
+from edgevl.reinforce.generate import ShardJob
 from edgevl.reinforce.inputs import InputShards, seed_for
 from edgevl.reinforce.storage import embedding_blob
 from edgevl.reinforce.teachers import Teacher

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from edgevl.version import __version__
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time `__getattr__` imports each name on first use
     from edgevl.captioning import caption

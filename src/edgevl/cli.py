@@ -11,8 +11,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from edgevl import __version__
 from edgevl.errors import DataError, EdgevlError, NoUsableInputError
+from edgevl.version import __version__
 
 EXIT_CODES_HELP = """exit codes (docs/reliability.md):
   0    done (bad inputs, if any, were skipped and counted)
@@ -863,7 +863,8 @@ def _add_reinforce(sub: argparse._SubParsersAction) -> None:
 
 def _run_reinforce(args: argparse.Namespace) -> int:
     from edgevl.models.factory import split_model_specs
-    from edgevl.reinforce.generate import ReinforceConfig, parse_scales, reinforce
+    from edgevl.reinforce.config import ReinforceConfig, parse_scales
+    from edgevl.reinforce.generate import reinforce
 
     cfg = ReinforceConfig(
         data=args.data, out=args.out, teachers=split_model_specs(args.teachers), captioner=args.captioner,
@@ -958,7 +959,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from edgevl.demo import headline_text, run_demo
+    from edgevl.demo import run_demo
+    from edgevl.demo_report import headline_text
 
     torch.set_num_threads(args.threads)
     summary = run_demo(args.out, quick=args.quick, steps=args.steps, seed=args.seed, models=args.models)

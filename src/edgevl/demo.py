@@ -83,7 +83,8 @@ def reinforce_student_data(train_tar: str, out: Path, models: dict[str, Path], s
 
     from edgevl.data.augment import AugmentConfig
     from edgevl.reinforce.captioner import Captioner
-    from edgevl.reinforce.generate import STATE_DIR, ReinforceConfig, ShardJob, shard_name
+    from edgevl.reinforce.config import ReinforceConfig
+    from edgevl.reinforce.generate import STATE_DIR, ShardJob, shard_name
     from edgevl.reinforce.inputs import InputShards
     from edgevl.reinforce.manifest import build_manifest, write_manifest
     from edgevl.reinforce.teachers import Teacher
@@ -222,17 +223,3 @@ def run_demo(out: str | Path, *, quick: bool = False, steps: int | None = None, 
     summary["timings_s"] = timings
     write_report(out, summary, students, eval_set, paths["captioner"])
     return summary
-
-
-def headline_text(summary: dict[str, Any]) -> str:
-    """One line: how many times fewer steps the reinforced student needs to reach the plain one's accuracy."""
-    h = summary["headline"]
-    if not h["plain_improved"]:
-        return (f"the plain student did not improve on the initial {h['task']} accuracy ({h['initial']:.1%}) in "
-                f"{h['plain_steps']} steps, so there is no step ratio; reinforced final {h['reinforced_final']:.1%}")
-    if not h["fewer_steps"]:
-        return (f"reinforced student did not reach the plain student's final {h['task']} accuracy "
-                f"({h['plain_final']:.1%}) within {h['plain_steps']} steps")
-    return (f"reinforced student reaches the plain student's final {h['task']} accuracy ({h['plain_final']:.1%} "
-            f"after {h['plain_steps']} steps) at step {h['reinforced_steps_to_plain_final']}: "
-            f"{h['fewer_steps']:.1f}x fewer steps; final {h['reinforced_final']:.1%} vs {h['plain_final']:.1%}")

@@ -110,8 +110,6 @@ def _pct(v: float) -> str:
 
 def report_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """The text of `report.md`."""
-    from edgevl.demo import headline_text
-
     s, final = summary["settings"], summary["final"]
     keys = [*tasks(), HELDOUT_KEY, *RETRIEVAL_KEYS]
     lines = [
@@ -172,6 +170,20 @@ def report_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def headline_text(summary: dict[str, Any]) -> str:
+    """One line: how many times fewer steps the reinforced student needs to reach the plain one's accuracy."""
+    h = summary["headline"]
+    if not h["plain_improved"]:
+        return (f"the plain student did not improve on the initial {h['task']} accuracy ({h['initial']:.1%}) in "
+                f"{h['plain_steps']} steps, so there is no step ratio; reinforced final {h['reinforced_final']:.1%}")
+    if not h["fewer_steps"]:
+        return (f"reinforced student did not reach the plain student's final {h['task']} accuracy "
+                f"({h['plain_final']:.1%}) within {h['plain_steps']} steps")
+    return (f"reinforced student reaches the plain student's final {h['task']} accuracy ({h['plain_final']:.1%} "
+            f"after {h['plain_steps']} steps) at step {h['reinforced_steps_to_plain_final']}: "
+            f"{h['fewer_steps']:.1f}x fewer steps; final {h['reinforced_final']:.1%} vs {h['plain_final']:.1%}")
 
 
 def write_report(out: Path, summary: dict[str, Any], students: dict[str, Any], eval_set: EvalSet,

@@ -17,7 +17,8 @@ from edgevl.errors import ConfigError
 from edgevl.models.lightcap.config import get_lightcap_config
 from edgevl.models.lightcap.model import LightCap
 from edgevl.models.registry import add_model_config
-from edgevl.reinforce.generate import ReinforceConfig, reinforce
+from edgevl.reinforce.config import ReinforceConfig
+from edgevl.reinforce.generate import reinforce
 from edgevl.reinforce.verify import verify
 from edgevl.train.losses import DistillConfig, distill_terms, reinforced_loss
 from edgevl.train.manifest import check_reinforced_data

@@ -13,7 +13,7 @@ import edgevl
 from edgevl.data.world import make
 from edgevl.models.lightcap.config import get_lightcap_config
 from edgevl.models.lightcap.model import LightCap
-from edgevl.reinforce.generate import ReinforceConfig
+from edgevl.reinforce.config import ReinforceConfig
 
 NUM_AUGS, NUM_SYN, BATCH = 3, 2, 4
 TINY_TEXT = {"context_length": 16, "width": 32, "heads": 2, "layers": 1}

@@ -176,10 +176,10 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 
 def base_manifest(exporter: str, opset: int | None, tolerance: float) -> dict[str, Any]:
-    import edgevl
+    from edgevl.version import __version__
 
     ort = require("onnxruntime")
-    return {"edgevl_version": edgevl.__version__, "torch_version": torch.__version__,
+    return {"edgevl_version": __version__, "torch_version": torch.__version__,
             "onnx_version": require("onnx").__version__, "onnxruntime_version": ort.__version__,
             "exporter": exporter, "opset": opset or EXPORTERS.get(exporter), "tolerance": tolerance,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

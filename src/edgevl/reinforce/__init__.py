@@ -4,7 +4,8 @@
 checks them against their manifest. See docs/reinforcement.md.
 """
 
-from edgevl.reinforce.generate import ReinforceConfig, reinforce
+from edgevl.reinforce.config import ReinforceConfig
+from edgevl.reinforce.generate import reinforce
 from edgevl.reinforce.verify import VerifyReport, verify
 
 __all__ = ["ReinforceConfig", "VerifyReport", "reinforce", "verify"]

@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,9 @@ from edgevl.data.readers import SkipLog
 from edgevl.errors import ConfigError
 from edgevl.io import atomic_write_text, sha256_file
 from edgevl.locks import output_lock
-from edgevl.models.factory import split_model_specs
 from edgevl.progress import Progress
 from edgevl.reinforce.captioner import Captioner, as_captioner_list, syn_key
+from edgevl.reinforce.config import ReinforceConfig
 from edgevl.reinforce.inputs import InputSample, InputShards, member_key, seed_for
 from edgevl.reinforce.manifest import build_manifest, write_manifest
 from edgevl.reinforce.storage import ShardWriter, check_storage, embedding_blob
@@ -35,84 +34,10 @@ from edgevl.reinforce.teachers import Teacher
 STATE_DIR = "_state"
 SETTINGS = "settings.json"
 BARRIER_TIMEOUT_S = 7 * 24 * 3600.0  # ranks that finish early wait for the slowest one at the final barrier
-DEFAULT_SYN_CAPTIONS = 5
 
 
 def shard_name(index: int) -> str:
     return f"{index:08d}.tar"
-
-
-@dataclass(frozen=True)
-class ReinforceConfig:
-    """Everything `edgevl reinforce run` takes; the fields except `out`, `device`, `progress` and `strict` are
-    recorded in `_state/settings.json` and must match when a run is resumed.
-
-    `captioner` is one LightCap spec, several comma-separated, or None for teacher-only data (no synthetic
-    captions); `num_syn_captions` is per captioner (default 5, and 0 without a captioner).
-    """
-
-    data: str
-    out: str
-    teachers: tuple[str, ...]
-    captioner: str | None = None
-    num_augs: int = 10
-    num_syn_captions: int | None = None
-    dtype: str = "fp16"
-    fmt: str | None = None
-    seed: int = 0
-    batch_size: int = 32
-    shard_size: int = 1000
-    aug_size: int | None = None
-    logit_scales: tuple[float, ...] | None = None
-    precision: str = "fp32"
-    top_p: float = 0.9
-    temperature: float = 1.0
-    images: bool = True
-    device: str = "auto"
-    progress: bool = True
-    strict: bool = False
-
-    def settings(self) -> dict[str, Any]:
-        """The output-defining settings (JSON-ready)."""
-        data = asdict(self)
-        for name in ("out", "device", "progress", "strict"):
-            data.pop(name)
-        data["fmt"] = check_storage(self.dtype, self.fmt)
-        data["num_syn_captions"] = self.syn_per_captioner
-        data["teachers"] = list(self.teachers)
-        data["logit_scales"] = list(self.logit_scales) if self.logit_scales else None
-        return data
-
-    @property
-    def captioners(self) -> tuple[str, ...]:
-        """The captioner specs in stored order (empty for teacher-only data)."""
-        return split_model_specs(self.captioner or "")
-
-    @property
-    def syn_per_captioner(self) -> int:
-        """Synthetic captions each captioner writes per image (0 without a captioner)."""
-        if self.num_syn_captions is not None:
-            return self.num_syn_captions
-        return DEFAULT_SYN_CAPTIONS if self.captioners else 0
-
-    def check(self) -> None:
-        """Reject impossible settings with a message naming the flag."""
-        if not self.teachers:
-            raise ConfigError("--teachers: give at least one teacher (MODEL:WEIGHTS)")
-        for name, value in (("--num-augs", self.num_augs), ("--batch-size", self.batch_size),
-                            ("--shard-size", self.shard_size)):
-            if value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
-        syn = self.syn_per_captioner
-        if self.captioners and syn < 1:
-            raise ConfigError(f"--num-syn-captions must be >= 1 with --captioner, got {syn}; leave --captioner "
-                              "out for teacher-only data")
-        if not self.captioners and syn != 0:
-            raise ConfigError(f"--num-syn-captions {syn} needs --captioner (teacher-only data stores no synthetic "
-                              "captions)")
-        if self.logit_scales is not None and len(self.logit_scales) != len(self.teachers):
-            raise ConfigError(f"--logit-scales gives {len(self.logit_scales)} values for {len(self.teachers)} teachers")
-        check_storage(self.dtype, self.fmt)
 
 
 class ShardJob:
@@ -302,13 +227,3 @@ def _reinforce(cfg: ReinforceConfig, info: Any) -> dict[str, Any]:
             stray.unlink(missing_ok=True)
     barrier()
     return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-
-
-def parse_scales(text: str | None) -> tuple[float, ...] | None:
-    """`--logit-scales 100,100` -> (100.0, 100.0)."""
-    if not text:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--logit-scales must be comma-separated numbers, got {text!r}") from None

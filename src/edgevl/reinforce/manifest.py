@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgevl import __version__
 from edgevl.errors import DataError
 from edgevl.io import atomic_write_text
 from edgevl.reinforce.captioner import Captioner, as_captioner_list, syn_key
+from edgevl.version import __version__
 
 if TYPE_CHECKING:
     from edgevl.data.augment import AugmentConfig
-    from edgevl.reinforce.generate import ReinforceConfig
+    from edgevl.reinforce.config import ReinforceConfig
     from edgevl.reinforce.inputs import InputShards
     from edgevl.reinforce.teachers import Teacher
 

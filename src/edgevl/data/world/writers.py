@@ -21,11 +21,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from edgevl import __version__
 from edgevl.data.world.sample import DEFAULT_NOISE, DEFAULT_SIZE, WorldSample, check_params, samples
 from edgevl.data.world.tasks import HEADLINE_TASK, ZeroShotTask, get_task
 from edgevl.errors import ConfigError, DataError
 from edgevl.io import atomic_write, atomic_write_bytes, atomic_write_text
+from edgevl.version import __version__
 
 FORMATS = ("wds", "csv", "tsv", "jsonl", "parquet", "folder")
 CAPTION_KINDS = ("noisy", "clean")
