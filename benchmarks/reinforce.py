@@ -31,7 +31,7 @@ from edgevl.reinforce.config import ReinforceConfig
 from edgevl.reinforce.generate import ShardJob
 from edgevl.reinforce.inputs import InputShards, seed_for
 from edgevl.reinforce.storage import embedding_blob
-from edgevl.reinforce.teachers import Teacher
+from edgevl.reinforce.teachers import OnlineTeacher
 
 FORMATS = (("fp16", "npz"), ("bf16", "pth.gz"), ("fp32", "npz"), ("fp16", "pth.gz"))
 
@@ -55,7 +55,7 @@ def throughput(root: Path, args: argparse.Namespace) -> dict:
                           teachers=tuple(teachers_specs), captioner=captioner_spec, num_augs=args.num_augs,
                           num_syn_captions=args.num_syn, batch_size=args.batch_size, progress=False)
     device = torch.device("cpu")
-    teachers = [Teacher(spec, device) for spec in cfg.teachers]
+    teachers = [OnlineTeacher(spec, device) for spec in cfg.teachers]
     captioner = Captioner(cfg.captioner, device)
     aug = AugmentConfig(size=teachers[0].size)
     inputs = InputShards(cfg.data)

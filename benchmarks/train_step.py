@@ -36,13 +36,13 @@ from edgevl.train.config import TrainConfig
 from edgevl.train.distributed import DistInfo
 from edgevl.train.launch import _norm
 from edgevl.train.losses import DistillConfig
-from edgevl.train.trainer import Teachers, Trainer
+from edgevl.train.trainer import TeacherEnsemble, Trainer
 from sized_captioners import SIZED_CAPTIONERS
 
 
-class SizedCaptionerTeachers(Teachers):
-    """Teachers whose captioner is a random-weight sized baseline: one nucleus sample (top-p 0.9) of up to 20
-    tokens per image, as `Teachers.captions` does with LightCap; token ids become words of `CAPTIONS`."""
+class SizedCaptionerTeachers(TeacherEnsemble):
+    """TeacherEnsemble whose captioner is a random-weight sized baseline: one nucleus sample (top-p 0.9) of up to 20
+    tokens per image, as `TeacherEnsemble.captions` does with LightCap; token ids become words of `CAPTIONS`."""
 
     @torch.no_grad()
     def captions(self, images: torch.Tensor, seed: int) -> list[str]:
@@ -113,7 +113,7 @@ def main() -> None:
     teacher_models = [create_model(*parse_model_spec(spec, "teacher", require_weights=need)) for spec in specs]
     norms = [_norm(preprocess_cfg_for(m)) for m in teacher_models]
     toks = [get_tokenizer(context_length=m.context_length) for m in teacher_models]
-    captioner, cap_norm, teachers_cls = None, None, Teachers
+    captioner, cap_norm, teachers_cls = None, None, TeacherEnsemble
     captioner_spec = args.captioner or str(pretrained_dir("captioner"))
     if captioner_spec in SIZED_CAPTIONERS:
         if not args.random_weights:

@@ -87,7 +87,7 @@ def reinforce_student_data(train_tar: str, out: Path, models: dict[str, Path], s
     from edgevl.reinforce.generate import STATE_DIR, ShardJob, shard_name
     from edgevl.reinforce.inputs import InputShards
     from edgevl.reinforce.manifest import build_manifest, write_manifest
-    from edgevl.reinforce.teachers import Teacher
+    from edgevl.reinforce.teachers import OnlineTeacher
     from edgevl.world_models import TEACHER_NAMES
 
     folder = out / "data" / "reinforced"
@@ -100,7 +100,7 @@ def reinforce_student_data(train_tar: str, out: Path, models: dict[str, Path], s
     cfg.check()
     device = torch.device("cpu")
     inputs = InputShards(cfg.data, cfg.shard_size)
-    teachers = [Teacher(spec, device) for spec in cfg.teachers]
+    teachers = [OnlineTeacher(spec, device) for spec in cfg.teachers]
     captioner = Captioner(cfg.captioner, device)
     aug = AugmentConfig(size=teachers[0].size, interpolation=teachers[0].interpolation, scale=settings.aug_scale,
                         num_ops=settings.aug_ops, mean=teachers[0].mean, std=teachers[0].std)

@@ -4,7 +4,8 @@ A *model folder* is open_clip's local-dir layout, `open_clip_config.json` + weig
 block to the config (`{"model": NAME, "step": K, "ema": bool}`). A *run folder* is what `edgevl train` and
 `train-captioner` write: `params.json`, `metrics.jsonl`, `checkpoints/step_<k>/` (each a model folder with the
 training state beside it) and, once the run is finished, `model/`. As a model (`--pretrained RUN`), a run folder
-stands for `model/`, or for its newest checkpoint when that is newer.
+stands for `model/`, or for its newest checkpoint when that is newer. A *reinforced dataset* folder holds its shards
+and `manifest.json`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ PARAMS_FILE = "params.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 MODEL_DIR = "model"  # the run's result: a model folder written when a run reaches its last step
+REINFORCED_MANIFEST = "manifest.json"  # beside the shards of a reinforced dataset (`reinforce run`)
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
 

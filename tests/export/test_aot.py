@@ -13,7 +13,7 @@ import edgevl
 import edgevl.export.aot
 from edgevl.cli import main
 from edgevl.errors import DataError
-from edgevl.export.aot import MANIFEST, AotCLIP, AotError, compile_clip, compile_module
+from edgevl.export.aot import AOT_MANIFEST, AotCLIP, AotError, compile_clip, compile_module
 from edgevl.models.factory import preprocess_cfg_for
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
@@ -92,9 +92,9 @@ def test_packages_from_another_build_are_refused(compiled, tmp_path):
     _, out = compiled
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest = json.loads((copy / AOT_MANIFEST).read_text())
     manifest["torch"] = "1.0.0"
-    (copy / MANIFEST).write_text(json.dumps(manifest))
+    (copy / AOT_MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(AotError, match="torch 1.0.0"):
         AotCLIP(copy)
     with pytest.raises(AotError, match="no aot.json"):

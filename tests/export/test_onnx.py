@@ -21,7 +21,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from edgevl.export.graphs import clip_graphs  # noqa: E402
-from edgevl.export.onnx import export_clip, read_manifest  # noqa: E402
+from edgevl.export.onnx import export_clip, read_export_manifest  # noqa: E402
 from edgevl.export.parity import check_parity  # noqa: E402
 from edgevl.export.runners import OnnxCaptioner, OnnxCLIP  # noqa: E402
 from edgevl.export.runtime import session  # noqa: E402
@@ -103,7 +103,7 @@ def test_int8_graphs_run_and_stay_close(vit):
 
 def test_export_json_describes_the_graphs(vit):
     _, out, manifest = vit
-    assert read_manifest(out) == json.loads(json.dumps(manifest))
+    assert read_export_manifest(out) == json.loads(json.dumps(manifest))
     assert manifest["model"] == "world-teacher-vit" and manifest["edgevl_version"] == edgevl.__version__
     assert manifest["opset"] == 17 and manifest["exporter"] == "legacy"
     image, text = manifest["graphs"]["image"], manifest["graphs"]["text"]
@@ -129,10 +129,10 @@ def test_parity_check_fails_loudly_on_a_mismatch(student):
 
 
 def test_world_eval_scores_torch_and_onnx_on_the_same_images(vit):
-    from edgevl.export.world_eval import evaluate_world
+    from edgevl.export.world_eval import compare_world_accuracy
 
     model, out, _ = vit
-    result = evaluate_world(model, out, model_name="world-teacher-vit", n=12, task_names=["shape"])
+    result = compare_world_accuracy(model, out, model_name="world-teacher-vit", n=12, task_names=["shape"])
     row = result["tasks"]["shape"]
     assert set(row) == {"torch", "fp32", "int8", "delta_fp32", "delta_int8"}
     assert abs(row["delta_fp32"]) <= 1 / 12  # fp32 graphs agree with PyTorch up to a near-tie

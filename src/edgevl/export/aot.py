@@ -29,9 +29,9 @@ from edgevl.locks import output_lock
 from edgevl.models.factory import preprocess_cfg_for
 from edgevl.models.optimize import optimize_for_inference
 
-MANIFEST = "aot.json"
+AOT_MANIFEST = "aot.json"
 TOWERS = ("image", "text")
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+AOT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # largest output difference (relative to the largest output) a package may show against the float32 model
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
 
@@ -109,9 +109,9 @@ class AotCLIP:
 
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
-        manifest_path = folder / MANIFEST
+        manifest_path = folder / AOT_MANIFEST
         if not manifest_path.is_file():
-            raise AotError(f"{folder} has no {MANIFEST}: not a folder written by edgevl.export.aot.compile_clip")
+            raise AotError(f"{folder} has no {AOT_MANIFEST}: not a folder written by edgevl.export.aot.compile_clip")
         self.manifest = json.loads(manifest_path.read_text())
         built = (self.manifest["torch"], self.manifest["cpu_capability"])
         here = (torch.__version__, _cpu_capability())
@@ -121,7 +121,7 @@ class AotCLIP:
                 f"{here[1]} CPU. Compile the packages again here."
             )
         precision = self.manifest.get("precision", "fp32")
-        dtypes = {"image": PRECISIONS[precision], "text": torch.long}
+        dtypes = {"image": AOT_DTYPES[precision], "text": torch.long}
         self.towers = {
             name: AotTower(folder / entry["file"], entry["shape"], dtypes[name])
             for name, entry in self.manifest["towers"].items()
@@ -165,8 +165,8 @@ def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: t
     float32 optimized model on random inputs; a package whose outputs differ by more than `TOLERANCE[precision]`
     (relative to the largest output) is an error.
     """
-    if precision not in PRECISIONS:
-        raise AotError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if precision not in AOT_DTYPES:
+        raise AotError(f"precision must be one of {sorted(AOT_DTYPES)}, got {precision!r}")
     if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise AotError("this CPU has no bf16 support in oneDNN (needs AVX-512 bf16 or AMX); use precision='fp32'")
     unknown = set(towers) - set(TOWERS)
@@ -182,7 +182,7 @@ def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: t
         "image": torch.rand(batch, 3, size, size, generator=gen).contiguous(memory_format=torch.channels_last),
         "text": torch.randint(1, fast.text.vocab_size - 1, (batch, fast.context_length), generator=gen),
     }
-    dtype = PRECISIONS[precision]
+    dtype = AOT_DTYPES[precision]
     low = copy.deepcopy(fast).to(dtype) if dtype != torch.float32 else fast
     modules = {"image": low.visual, "text": low.text}
     inputs = {"image": examples["image"].to(dtype), "text": examples["text"]}
@@ -212,7 +212,7 @@ def _compile_towers(fast: nn.Module, modules: dict[str, nn.Module], examples: di
             raise AotError(f"compiled {name} tower differs from the optimized model by {err:.2e} (relative)")
         entries[name] = {"file": path.name, "shape": list(examples[name].shape), "max_rel_err": err}
     manifest = {**manifest, "towers": entries}
-    tmp = out / f".{MANIFEST}.tmp"
+    tmp = out / f".{AOT_MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / MANIFEST)
+    os.replace(tmp, out / AOT_MANIFEST)
     return manifest

@@ -32,7 +32,7 @@ EXPORTERS = {"dynamo": 20, "legacy": 17}  # exporter -> default opset
 # the TorchScript exporter stops at 20.
 OPSET_RANGES = {"dynamo": (18, 23), "legacy": (7, 20)}
 PARTS = ("image", "text", "captioner")
-MANIFEST = "export.json"
+EXPORT_MANIFEST = "export.json"
 INLINE_LIMIT = 1_800_000_000
 log = logging.getLogger(__name__)
 
@@ -161,14 +161,14 @@ def export_graphs(graphs: Sequence[Graph], out: str | Path, *, exporter: str = "
     return records
 
 
-def write_manifest(out: str | Path, manifest: dict[str, Any]) -> Path:
+def write_export_manifest(out: str | Path, manifest: dict[str, Any]) -> Path:
     """Atomically write `export.json` into `out`."""
-    return atomic_write_text(Path(out) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return atomic_write_text(Path(out) / EXPORT_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def read_manifest(folder: str | Path) -> dict[str, Any]:
+def read_export_manifest(folder: str | Path) -> dict[str, Any]:
     """The export.json of an export folder (ExportError when missing or malformed)."""
-    path = Path(folder) / MANIFEST
+    path = Path(folder) / EXPORT_MANIFEST
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -203,7 +203,7 @@ def export_clip(model: torch.nn.Module, out: str | Path, *, model_name: str, pre
     manifest.setdefault("graphs", {}).update(
         export_graphs(graphs, out, exporter=exporter, opset=opset, tolerance=tolerance, quantize=quantize,
                       progress=progress))
-    write_manifest(out, manifest)
+    write_export_manifest(out, manifest)
     return manifest
 
 
@@ -231,5 +231,5 @@ def export_captioner(model, out: str | Path, *, name: str, weights: str | None =
     manifest.setdefault("graphs", {}).update(
         export_graphs(captioner_graphs(model), out, exporter=exporter, opset=opset, tolerance=tolerance,
                       quantize=quantize, progress=progress))
-    write_manifest(out, manifest)
+    write_export_manifest(out, manifest)
     return manifest

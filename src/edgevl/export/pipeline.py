@@ -12,7 +12,7 @@ from edgevl.export.onnx import (
     check_exporter,
     export_captioner,
     export_clip,
-    write_manifest,
+    write_export_manifest,
 )
 from edgevl.export.parity import DEFAULT_TOLERANCE
 from edgevl.export.runtime import ExportError
@@ -65,10 +65,10 @@ def export_model(out: str | Path, *, model_name: str | None = None, pretrained: 
 
             export_captioner(create_lightcap(cap_name, cap_weights), out, name=cap_name, weights=cap_weights, **common)
         if eval_world:
-            from edgevl.export.world_eval import evaluate_world
+            from edgevl.export.world_eval import compare_world_accuracy
 
             precisions = ("fp32", "int8") if quantize else ("fp32",)
-            manifest["world_eval"] = evaluate_world(model, out, model_name=model_name, n=world_samples,
+            manifest["world_eval"] = compare_world_accuracy(model, out, model_name=model_name, n=world_samples,
                                                     precisions=precisions, progress=progress)
-            write_manifest(out, manifest)
+            write_export_manifest(out, manifest)
         return manifest

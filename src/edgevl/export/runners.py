@@ -15,15 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from edgevl.data.transforms import ImageTransform, PreprocessCfg
-from edgevl.export.onnx import read_manifest
+from edgevl.export.onnx import read_export_manifest
 from edgevl.export.runtime import DEFAULT_THREADS, ExportError, session
 
-PRECISIONS = ("fp32", "int8")
+ONNX_VARIANTS = ("fp32", "int8")
 
 
 def _graph_session(folder: Path, manifest: dict, name: str, precision: str, threads: int):
-    if precision not in PRECISIONS:
-        raise ExportError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
+    if precision not in ONNX_VARIANTS:
+        raise ExportError(f"unknown precision {precision!r}; choose from {ONNX_VARIANTS}")
     record = manifest.get("graphs", {}).get(name)
     if record is None:
         raise ExportError(f"{str(folder)!r} has no exported {name!r} graph (export it with --parts)")
@@ -42,7 +42,7 @@ class OnnxCLIP:
 
     def __init__(self, folder: str | Path, precision: str = "fp32", threads: int = DEFAULT_THREADS) -> None:
         self.folder = Path(folder)
-        self.manifest = read_manifest(self.folder)
+        self.manifest = read_export_manifest(self.folder)
         graphs = self.manifest.get("graphs", {})
         self.image_session = (_graph_session(self.folder, self.manifest, "image", precision, threads)
                               if "image" in graphs else None)
@@ -91,7 +91,7 @@ class OnnxCaptioner:
         from edgevl.models.lightcap.vocab import WordVocab
 
         self.folder = Path(folder)
-        self.manifest = read_manifest(self.folder)
+        self.manifest = read_export_manifest(self.folder)
         if "captioner" not in self.manifest:
             raise ExportError(f"{str(self.folder)!r} holds no captioner export")
         info = self.manifest["captioner"]

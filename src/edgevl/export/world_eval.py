@@ -16,9 +16,9 @@ import torch
 from edgevl.export.runners import OnnxCLIP
 
 
-def evaluate_world(model: torch.nn.Module, export_dir: str | Path, *, model_name: str, n: int = 200,
-                   split: str = "test", seed: int = 0, task_names: Sequence[str] | None = None,
-                   precisions: Sequence[str] = ("fp32", "int8"), progress=None) -> dict[str, Any]:
+def compare_world_accuracy(model: torch.nn.Module, export_dir: str | Path, *, model_name: str, n: int = 200,
+                           split: str = "test", seed: int = 0, task_names: Sequence[str] | None = None,
+                           precisions: Sequence[str] = ("fp32", "int8"), progress=None) -> dict[str, Any]:
     """{task: {"torch": acc1, "<precision>": acc1, "delta_<precision>": acc1 - torch acc1}} plus the setup."""
     from edgevl.data.transforms import ImageTransform
     from edgevl.data.world import make, tasks

@@ -30,7 +30,7 @@ from edgevl.models.clip import CLIP, TrunkVisual
 from edgevl.models.registry import get_model_config
 from edgevl.models.text import TextTransformer
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LOCAL_DIR = "local-dir:"
 
 
@@ -225,8 +225,8 @@ def create_model(
     order of the v1 package). `overrides` replace config keys (dicts such as `text_cfg` are merged). A name that
     disagrees with the model a folder or run records is a `ConfigError` naming both.
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision not in WEIGHT_DTYPES:
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(WEIGHT_DTYPES)}")
     cfg, folder_pp, source, name = _resolve(model_name, pretrained)
     cfg = _merge(cfg, overrides)
     if force_quick_gelu:
@@ -244,7 +244,7 @@ def create_model(
         load_checkpoint(model, state_dict, strict=strict, source=source)
     if reparameterize:
         _reparameterize_in_place(model)
-    model.to(dtype=PRECISIONS[precision]).eval()
+    model.to(dtype=WEIGHT_DTYPES[precision]).eval()
     model.model_cfg = cfg
     model.preprocess_cfg = {**cfg.get("preprocess_cfg", {}), **(folder_pp or {})}
     return model

@@ -1,4 +1,5 @@
-"""Ops that leave CPU bf16 autocast for float32 because oneDNN's bf16 kernels for them are slower on CPU.
+"""Compute precision: the names training and reinforcement take, and the ops that leave CPU bf16 autocast for
+float32 because oneDNN's bf16 kernels for them are slower on CPU.
 
 Measured on MobileCLIP-S0 training (2 threads, AVX-512/AMX): bf16 depthwise-conv backward about 2x slower than
 float32, bf16 flash-attention backward about 5x slower. GEMMs and dense convs stay in bf16, where AMX pays.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+COMPUTE_PRECISIONS = ("fp32", "bf16")  # how training and reinforcement compute: float32, or CPU/GPU bf16 autocast
 
 
 def _cpu_autocast(x: torch.Tensor) -> bool:

@@ -29,7 +29,7 @@ from edgevl.reinforce.config import ReinforceConfig
 from edgevl.reinforce.inputs import InputSample, InputShards, member_key, seed_for
 from edgevl.reinforce.manifest import build_manifest, write_manifest
 from edgevl.reinforce.storage import ShardWriter, check_storage, embedding_blob
-from edgevl.reinforce.teachers import Teacher
+from edgevl.reinforce.teachers import OnlineTeacher
 
 STATE_DIR = "_state"
 SETTINGS = "settings.json"
@@ -43,7 +43,7 @@ def shard_name(index: int) -> str:
 class ShardJob:
     """The loaded models and settings that turn one input shard into one output shard."""
 
-    def __init__(self, cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence[Teacher],
+    def __init__(self, cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence[OnlineTeacher],
                  captioners: Captioner | Sequence[Captioner] | None, aug: AugmentConfig, out: Path) -> None:
         """`captioners`: one, several (stored side by side in that order) or None (teacher-only data)."""
         self.cfg, self.inputs, self.teachers = cfg, inputs, list(teachers)
@@ -202,7 +202,7 @@ def _reinforce(cfg: ReinforceConfig, info: Any) -> dict[str, Any]:
     _check_settings(out, cfg.settings(), len(inputs))
     pending = [i for i in range(len(inputs)) if completed_stats(out, i) is None]
     scales = cfg.logit_scales or (None,) * len(cfg.teachers)
-    teachers = [Teacher(spec, info.device, cfg.precision, scale) for spec, scale in zip(cfg.teachers, scales)]
+    teachers = [OnlineTeacher(spec, info.device, cfg.precision, scale) for spec, scale in zip(cfg.teachers, scales)]
     captioners = [Captioner(spec, info.device, cfg.precision, cfg.top_p, cfg.temperature) for spec in cfg.captioners]
     aug = AugmentConfig(size=cfg.aug_size or teachers[0].size, interpolation=teachers[0].interpolation,
                         mean=teachers[0].mean, std=teachers[0].std)

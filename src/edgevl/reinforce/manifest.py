@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 from edgevl.errors import DataError
 from edgevl.io import atomic_write_text
 from edgevl.reinforce.captioner import Captioner, as_captioner_list, syn_key
+from edgevl.run_layout import REINFORCED_MANIFEST
 from edgevl.version import __version__
 
 if TYPE_CHECKING:
     from edgevl.data.augment import AugmentConfig
     from edgevl.reinforce.config import ReinforceConfig
     from edgevl.reinforce.inputs import InputShards
-    from edgevl.reinforce.teachers import Teacher
+    from edgevl.reinforce.teachers import OnlineTeacher
 
-MANIFEST = "manifest.json"
 SIZES = "sizes.json"
 FORMAT = "edgevl-reinforced/1"
 
@@ -47,7 +47,7 @@ def text_rows(keys: Sequence[str], per_key: int) -> str:
     return "; ".join(["row 0: real caption (txt)", *rows])
 
 
-def build_manifest(cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence[Teacher],
+def build_manifest(cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence[OnlineTeacher],
                    captioners: Captioner | Sequence[Captioner] | None, aug: AugmentConfig,
                    stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The manifest of a finished run from its settings, models and per-shard statistics."""
@@ -91,7 +91,7 @@ def build_manifest(cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence
 
 def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     """Write `manifest.json` and the webdataset `sizes.json` ({shard: samples}) atomically."""
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    atomic_write_text(out / REINFORCED_MANIFEST, json.dumps(manifest, indent=1) + "\n")
     sizes = {s["name"]: s["samples"] for s in manifest["shards"]}
     atomic_write_text(out / SIZES, json.dumps(sizes, indent=1) + "\n")
 
@@ -106,11 +106,11 @@ def synthetic_keys(manifest: dict[str, Any]) -> list[str]:
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """The parsed manifest of a reinforced dataset folder; DataError if missing or not an edgevl manifest."""
-    path = Path(folder) / MANIFEST
+    path = Path(folder) / REINFORCED_MANIFEST
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"no {MANIFEST} in {folder} (is the run finished?)") from None
+        raise DataError(f"no {REINFORCED_MANIFEST} in {folder} (is the run finished?)") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:

@@ -18,8 +18,8 @@ from PIL import Image
 from edgevl.data.augment import replay, to_float_batch, to_uint8_tensor
 from edgevl.errors import ConfigError
 from edgevl.io import sha256_file
+from edgevl.models.precision import COMPUTE_PRECISIONS
 
-PRECISIONS = ("fp32", "bf16")
 FORWARD_CHUNK = 256  # images or texts per forward pass (fixed, so results do not depend on --batch-size)
 
 
@@ -34,14 +34,14 @@ def weights_file(path: str | Path) -> Path:
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on the model's device for `precision='bf16'`, else nothing."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown compute precision {precision!r}; choose from {PRECISIONS}")
+    if precision not in COMPUTE_PRECISIONS:
+        raise ConfigError(f"unknown compute precision {precision!r}; choose from {COMPUTE_PRECISIONS}")
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-class Teacher:
+class OnlineTeacher:
     """One CLIP model of the ensemble with its preprocessing, tokenizer and fixed KD logit scale."""
 
     def __init__(self, spec: str, device: torch.device, precision: str = "fp32",

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgevl.errors import ConfigError
+from edgevl.models.precision import COMPUTE_PRECISIONS
 
 MODES = ("clip", "reinforced", "online-distill")
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -65,8 +65,8 @@ class TrainConfig:
         """Raise `ConfigError` naming the first bad option; returns self."""
         if self.mode not in MODES:
             raise ConfigError(f"unknown --mode {self.mode!r}; choose from {', '.join(MODES)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown --precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+        if self.precision not in COMPUTE_PRECISIONS:
+            raise ConfigError(f"unknown --precision {self.precision!r}; choose from {', '.join(COMPUTE_PRECISIONS)}")
         positive = {"steps": self.steps, "batch_size": self.batch_size, "accum_freq": self.accum_freq,
                     "keep_last": self.keep_last, "log_every": self.log_every}
         for key, value in positive.items():

@@ -13,14 +13,14 @@ from edgevl.errors import ConfigError
 from edgevl.train.config import TrainConfig
 from edgevl.train.distributed import cleanup, init_distributed
 from edgevl.train.losses import DistillConfig
-from edgevl.train.trainer import Teachers, Trainer, seed_everything
+from edgevl.train.trainer import TeacherEnsemble, Trainer, seed_everything
 
 
 def _norm(pp: Any) -> tuple[int, tuple, tuple]:
     return int(pp.size), tuple(pp.mean), tuple(pp.std)
 
 
-def build_teachers(cfg: TrainConfig, student_norm: tuple, device: torch.device) -> Teachers:
+def build_teachers(cfg: TrainConfig, student_norm: tuple, device: torch.device) -> TeacherEnsemble:
     """Online teachers from `--teachers MODEL:WEIGHTS,...` and the optional `--captioner MODEL:WEIGHTS`."""
     from edgevl.models.factory import create_model, parse_model_spec, preprocess_cfg_for
     from edgevl.tokenizer import get_tokenizer
@@ -38,7 +38,7 @@ def build_teachers(cfg: TrainConfig, student_norm: tuple, device: torch.device) 
         captioner = create_lightcap(*parse_model_spec(cfg.captioner, "captioner")).to(device).eval()
         c = captioner.config
         captioner_norm = (int(c.image_size), tuple(c.mean), tuple(c.std))
-    return Teachers(models, tokenizers, norms, student_norm, cfg.distill_logit_scale, captioner, captioner_norm)
+    return TeacherEnsemble(models, tokenizers, norms, student_norm, cfg.distill_logit_scale, captioner, captioner_norm)
 
 
 def train(cfg: TrainConfig) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 Expected next to the reinforcement shards (the folder of the first shard):
     {"teachers": [{"name": "ViT-L-14:openai", "embed_dim": 768, "logit_scale": 100.0}, ...], ...}
-Teacher order is the order of the concatenated embedding blocks. Other keys are ignored here, except that the
+TeacherRecord order is the order of the concatenated embedding blocks. Other keys are ignored here, except that the
 reader takes `"num_syn_captions": 0` for teacher-only data (`edgevl.data.readers.reinforced`).
 """
 
@@ -14,28 +14,29 @@ from pathlib import Path
 
 from edgevl.data.readers import parse_spec
 from edgevl.data.readers.base import SkipLog
-from edgevl.data.readers.reinforced import MANIFEST, load_embeddings
+from edgevl.data.readers.reinforced import load_embeddings
 from edgevl.data.readers.webdataset import IMAGE_EXTS, SkipSample, expand_urls, read_shard
 from edgevl.errors import ConfigError, DataError
+from edgevl.run_layout import REINFORCED_MANIFEST
 
 REQUIRED_MEMBERS = ("paug.json", "syn.json")
 LAYOUT_SAMPLES = 100  # samples looked at for one whose embeddings show the stored layout
 
 
 @dataclass(frozen=True)
-class Teacher:
+class TeacherRecord:
     name: str
     embed_dim: int
     logit_scale: float
 
 
-def read_manifest(path: str | Path) -> list[Teacher]:
+def read_teacher_records(path: str | Path) -> list[TeacherRecord]:
     """The teacher list of a manifest file, validated (positive dims and scales)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"reinforced data has no {MANIFEST}: expected {path}") from None
+        raise ConfigError(f"reinforced data has no {REINFORCED_MANIFEST}: expected {path}") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     entries = data.get("teachers") if isinstance(data, dict) else None
@@ -44,7 +45,7 @@ def read_manifest(path: str | Path) -> list[Teacher]:
     teachers = []
     for i, entry in enumerate(entries):
         try:
-            teacher = Teacher(str(entry["name"]), int(entry["embed_dim"]), float(entry["logit_scale"]))
+            teacher = TeacherRecord(str(entry["name"]), int(entry["embed_dim"]), float(entry["logit_scale"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: teacher {i} needs name, embed_dim and logit_scale ({exc!r})") from None
         if teacher.embed_dim <= 0 or teacher.logit_scale <= 0:
@@ -53,7 +54,7 @@ def read_manifest(path: str | Path) -> list[Teacher]:
     return teachers
 
 
-def check_reinforced_data(spec: str, scales: list[float] | None) -> tuple[list[Teacher], tuple[float, ...]]:
+def check_reinforced_data(spec: str, scales: list[float] | None) -> tuple[list[TeacherRecord], tuple[float, ...]]:
     """Read the manifest of reinforced data `spec` and check its first sample against it.
 
     Fails with a message naming the file when the manifest is missing, a member (image, paug.json, syn.json,
@@ -64,7 +65,7 @@ def check_reinforced_data(spec: str, scales: list[float] | None) -> tuple[list[T
     if parsed.kind != "reinforced":
         raise ConfigError(f"--mode reinforced needs reinforced data ('reinforced:...'), got {spec!r}")
     first = expand_urls(parsed.path)[0]
-    teachers = read_manifest(Path(first).parent / MANIFEST)
+    teachers = read_teacher_records(Path(first).parent / REINFORCED_MANIFEST)
     if scales:
         if len(scales) != len(teachers):
             raise ConfigError(f"--distill-logit-scale gives {len(scales)} values for {len(teachers)} teachers")

@@ -92,7 +92,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Teachers:
+class TeacherEnsemble:
     """Online teachers (edgevl CLIP models) plus an optional captioner, run without gradients in the step.
 
     `student_norm` is the (mean, std) the batch images were normalized with; each teacher and the captioner
@@ -158,7 +158,7 @@ class Trainer:
         tokenizer: Tokenizer | None = None,
         val_data: Any = None,
         distill: DistillConfig | None = None,
-        teachers: Teachers | None = None,
+        teachers: TeacherEnsemble | None = None,
         info: DistInfo | None = None,
     ) -> None:
         self.cfg = cfg.validate()

@@ -36,11 +36,11 @@ from edgevl.data.readers.webdataset import (
     read_shard,
 )
 from edgevl.errors import ConfigError, EdgevlError
+from edgevl.run_layout import REINFORCED_MANIFEST
 from edgevl.tensor_files import check_finite, read_torch
 
 JOIN_MODES = ("key", "uid")
 DEFAULT_SYN_KEY_REGEX = r"^syn_text.*$"
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -83,7 +83,7 @@ def load_embeddings(raw: RawSample) -> dict[str, torch.Tensor]:
 def stores_synthetic_captions(shard: str) -> bool:
     """False when the `manifest.json` next to `shard` records teacher-only data (`"num_syn_captions": 0`)."""
     try:
-        manifest = json.loads((Path(shard).parent / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((Path(shard).parent / REINFORCED_MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return True
     return not (isinstance(manifest, dict) and manifest.get("num_syn_captions") == 0)

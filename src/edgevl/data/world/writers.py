@@ -29,7 +29,7 @@ from edgevl.version import __version__
 
 FORMATS = ("wds", "csv", "tsv", "jsonl", "parquet", "folder")
 CAPTION_KINDS = ("noisy", "clean")
-MANIFEST = "world.json"
+WORLD_MANIFEST = "world.json"
 _PROGRESS_MIN = 2000  # show a progress bar from this many samples on
 _TAR_BLOCK, _TAR_RECORD = 512, 10240
 
@@ -238,5 +238,5 @@ def make(
     templates = "".join(t + "\n" for t in zs_task.templates)
     atomic_write_text(root / "zeroshot_classification_templates.txt", templates)
     manifest = {"generator": f"edgevl.data.world {__version__}", "format": fmt, **params, **extra}
-    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(root / WORLD_MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
