@@ -591,8 +591,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "eval",
         "zero-shot classification / image-text retrieval on datasets, JSON in clip_benchmark's schema "
         "(caption metrics: `edgevl eval-captions`)",
-        "Scores a model on reader specs; see docs/eval.md. A folder: spec takes ?classnames=, ?templates= and\n"
-        "?alpha=white|black|gray (composite transparent images onto a background; default drop, as open_clip).",
+        "Scores a model on reader specs; see docs/eval.md. A folder: spec takes ?classnames= and ?templates=;\n"
+        "every spec takes ?alpha=white|black|gray (composite transparent images onto a background; default\n"
+        "drop, as open_clip does).",
     )
     p.add_argument(
         "--data",
