@@ -229,3 +229,29 @@ def test_cli_smoke(world, tmp_path, capsys):
     model = create_lightcap(out / "model")
     assert model.config.num_heads == 1 and len(model.concept_names) == MICRO["num_concepts"]
     assert (out / "checkpoints" / "step_3").is_dir() and (out / "result.json").is_file()
+
+
+def test_distillation_projection_resumes_from_new_and_old_checkpoints(world, tmp_path, teacher_dir):
+    """The projection is saved in state.pt (the weights stay a LightCap model folder); a checkpoint from before,
+    with the projection among the weights under its prefix, still resumes."""
+    from safetensors.torch import load_file, save_file
+
+    from edgevl.train.captioner import PROJECTION_PREFIX
+
+    trainer = CaptionerTrainer(config(world, tmp_path / "new", teacher=teacher_dir, steps=1))
+    assert trainer.projection is not None
+    trainer.train_step()
+    path = trainer.save()
+    assert create_lightcap(path).state_dict().keys() == trainer.model.state_dict().keys()
+    saved = {k: v.clone() for k, v in trainer.projection.state_dict().items()}
+    assert saved  # a real (Linear) projection: student and teacher widths differ
+    for folder in ("new", "old"):
+        if folder == "old":  # rewrite the checkpoint in the earlier layout
+            state = torch.load(path / "state.pt", weights_only=True)
+            weights = {**load_file(str(path / "model.safetensors")),
+                       **{PROJECTION_PREFIX + k: v for k, v in state.pop("projection").items()}}
+            save_file(weights, str(path / "model.safetensors"))
+            torch.save(state, path / "state.pt")
+        fresh = CaptionerTrainer(config(world, tmp_path / folder, teacher=teacher_dir, steps=1))
+        fresh.load(path)
+        assert all(torch.equal(fresh.projection.state_dict()[k], v) for k, v in saved.items()), folder
