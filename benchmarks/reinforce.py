@@ -60,7 +60,7 @@ def throughput(root: Path, args: argparse.Namespace) -> dict:
     aug = AugmentConfig(size=teachers[0].size)
     inputs = InputShards(cfg.data)
     (root / "out" / "_state").mkdir(parents=True)
-    job = ShardJob(cfg, inputs, teachers, captioner, aug, root / "out")
+    job = ShardJob(cfg, inputs, teachers, [captioner], aug, root / "out")
     wall, cpu = time.perf_counter(), time.process_time()
     written = sum(job.run(shard)["samples"] for shard in range(len(inputs)))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -219,14 +219,14 @@ def _run_data_check(args: argparse.Namespace) -> int:
     setup = getattr(ds, "zeroshot", None)
     if setup is not None:
         print("\n".join(ds.class_table()))
-    check_alpha = getattr(ds, "alpha", "drop") == "drop"  # composited images hide nothing
+    count_alpha = getattr(ds, "alpha", "drop") == "drop"  # composited images hide nothing
     risks: Counter[str | None] = Counter()
     count = 0
     for sample in ds:
         if count < args.show:
             label = sample.caption if sample.label is None else sample.label
             print(f"{sample.key}\t{label}" + (f"\t{setup.names[sample.label]}" if setup is not None else ""))
-        if check_alpha and "path" in sample.meta:
+        if count_alpha and "path" in sample.meta:
             risks[alpha_risk(sample.meta["path"])] += 1
         count += 1
         if count == args.limit:

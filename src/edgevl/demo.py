@@ -104,10 +104,10 @@ def reinforce_student_data(train_tar: str, out: Path, models: dict[str, Path], s
     captioner = Captioner(cfg.captioner, device)
     aug = AugmentConfig(size=teachers[0].size, interpolation=teachers[0].interpolation, scale=settings.aug_scale,
                         num_ops=settings.aug_ops, mean=teachers[0].mean, std=teachers[0].std)
-    job = ShardJob(cfg, inputs, teachers, captioner, aug, folder)
+    job = ShardJob(cfg, inputs, teachers, [captioner], aug, folder)
     with tqdm(total=settings.n_train, unit="sample", desc="reinforce", disable=not progress) as bar:
         stats = [job.run(shard, bar) for shard in range(len(inputs))]
-    write_manifest(folder, build_manifest(cfg, inputs, teachers, captioner, aug, stats))
+    write_manifest(folder, build_manifest(cfg, inputs, teachers, [captioner], aug, stats))
     return f"reinforced:{folder / shard_name(0)}"
 
 

@@ -106,9 +106,3 @@ class Captioner:
         texts = [cut_caption(model.vocab.decode(row)) for row in ids]
         return [texts[i * num_samples:(i + 1) * num_samples] for i in range(batch)]
 
-
-def as_captioner_list(captioners: Captioner | Sequence[Captioner] | None) -> list[Captioner]:
-    """One captioner, a sequence of them or None, as a list."""
-    if captioners is None:
-        return []
-    return [captioners] if isinstance(captioners, Captioner) else list(captioners)

@@ -24,12 +24,13 @@ from edgevl.errors import ConfigError
 from edgevl.io import atomic_write_text, sha256_file
 from edgevl.locks import output_lock
 from edgevl.progress import Progress
-from edgevl.reinforce.captioner import Captioner, as_captioner_list, syn_key
+from edgevl.reinforce.captioner import Captioner, syn_key
 from edgevl.reinforce.config import ReinforceConfig
 from edgevl.reinforce.inputs import InputSample, InputShards, member_key, seed_for
 from edgevl.reinforce.manifest import build_manifest, write_manifest
 from edgevl.reinforce.storage import ShardWriter, check_storage, embedding_blob
 from edgevl.reinforce.teachers import OnlineTeacher
+from edgevl.run_layout import REINFORCED_MANIFEST
 
 STATE_DIR = "_state"
 SETTINGS = "settings.json"
@@ -44,10 +45,9 @@ class ShardJob:
     """The loaded models and settings that turn one input shard into one output shard."""
 
     def __init__(self, cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence[OnlineTeacher],
-                 captioners: Captioner | Sequence[Captioner] | None, aug: AugmentConfig, out: Path) -> None:
-        """`captioners`: one, several (stored side by side in that order) or None (teacher-only data)."""
-        self.cfg, self.inputs, self.teachers = cfg, inputs, list(teachers)
-        self.captioners = as_captioner_list(captioners)
+                 captioners: Sequence[Captioner], aug: AugmentConfig, out: Path) -> None:
+        """`captioners` in stored order (side by side); none for teacher-only data."""
+        self.cfg, self.inputs, self.teachers, self.captioners = cfg, inputs, list(teachers), list(captioners)
         self.aug, self.out = aug, out
         self.fmt = check_storage(cfg.dtype, cfg.fmt)
 
@@ -226,4 +226,4 @@ def _reinforce(cfg: ReinforceConfig, info: Any) -> dict[str, Any]:
         for stray in out.glob(".*.tmp"):
             stray.unlink(missing_ok=True)
     barrier()
-    return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    return json.loads((out / REINFORCED_MANIFEST).read_text(encoding="utf-8"))

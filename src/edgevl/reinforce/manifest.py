@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgevl.errors import DataError
 from edgevl.io import atomic_write_text
-from edgevl.reinforce.captioner import Captioner, as_captioner_list, syn_key
+from edgevl.reinforce.captioner import Captioner, syn_key
 from edgevl.run_layout import REINFORCED_MANIFEST
 from edgevl.version import __version__
 
@@ -48,10 +48,10 @@ def text_rows(keys: Sequence[str], per_key: int) -> str:
 
 
 def build_manifest(cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence[OnlineTeacher],
-                   captioners: Captioner | Sequence[Captioner] | None, aug: AugmentConfig,
+                   captioners: Sequence[Captioner], aug: AugmentConfig,
                    stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest of a finished run from its settings, models and per-shard statistics."""
-    captioners = as_captioner_list(captioners)
+    """The manifest of a finished run from its settings, models (captioners in stored order) and per-shard
+    statistics."""
     keys = [syn_key(k) for k in range(len(captioners))]
     per_key = cfg.syn_per_captioner
     settings = cfg.settings()

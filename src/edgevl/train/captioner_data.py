@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from edgevl.data.classnames import normalize_name
 from edgevl.data.readers.base import Sample
 from edgevl.errors import DataError
 from edgevl.models.lightcap.vocab import WordVocab, split_words
@@ -42,8 +43,9 @@ class CaptionData:
 
 
 def class_phrase(name: str) -> str:
-    """A class folder name as the words a caption would use: '003_red_triangle' -> 'red triangle'."""
-    return " ".join(caption_words(re.sub(r"^\d+[_\-\s]+", "", name)))
+    """A class folder name as the words a caption would use: '003_red_triangle' -> 'red triangle' (the folder
+    normalization of `edgevl.data.classnames.normalize_name`)."""
+    return " ".join(caption_words(normalize_name(name)))
 
 
 def caption_words(text: str) -> list[str]:

@@ -222,10 +222,9 @@ class Trainer:
             assert self.distill is not None
             if self.cfg.mode == "reinforced":
                 t_img, t_real = batch["image_emb"].to(self.device), batch["text_emb"].to(self.device)
-                if "syn_tokens" not in batch:  # teacher-only data: the real-caption terms only
-                    img, txt, scale = self.ddp(image, tokens)
-                    return reinforced_loss(img, txt, None, scale, t_img, t_real, None, self.distill)
-                syn, t_syn = batch["syn_tokens"].to(self.device), batch["syn_text_emb"].to(self.device)
+                syn, t_syn = None, None  # teacher-only data: the real-caption terms only
+                if "syn_tokens" in batch:
+                    syn, t_syn = batch["syn_tokens"].to(self.device), batch["syn_text_emb"].to(self.device)
             else:
                 assert self.teachers is not None
                 texts = list(batch["caption"])
@@ -238,6 +237,9 @@ class Trainer:
                     lam = self.distill.lam
                     return {"loss": (1 - lam) * clip + lam * kd, "clip_real": clip, "kd_real": kd}
                 syn = self.tokenizer(syn_texts).to(self.device)
+            if syn is None:
+                img, txt, scale = self.ddp(image, tokens)
+                return reinforced_loss(img, txt, None, scale, t_img, t_real, None, self.distill)
             img, txt, scale = self.ddp(image, torch.cat([tokens, syn[:, : tokens.shape[1]]]))
             return reinforced_loss(img, txt[:n], txt[n:], scale, t_img, t_real, t_syn, self.distill)
 
@@ -391,12 +393,12 @@ class Trainer:
             path = resolve_resume(cfg.resume, self.run_dir)
             if path is not None:
                 self.load(path)
-        self._start_run_folder()
         if self.step >= cfg.steps:
             if self.info.is_main:
                 print(f"edgevl: {self.run_dir} already finished at step {self.step} of {cfg.steps}; nothing to train "
                       "(raise --steps to continue it)", file=sys.stderr)
             return {}
+        self._start_run_folder()
         global_batch = cfg.batch_size * cfg.accum_freq * self.info.world_size
         progress = Progress(cfg.steps, desc="train", initial=self.step, enabled=self.info.is_main)
         last: dict[str, float] = {}
