@@ -2,45 +2,70 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgevl.errors import ConfigError
 from edgevl.models.factory import split_model_specs
-from edgevl.reinforce.storage import check_storage
+from edgevl.models.precision import COMPUTE_PRECISIONS
+from edgevl.reinforce.storage import EMBEDDING_FORMATS, STORAGE_DTYPES, check_storage
 
 DEFAULT_SYN_CAPTIONS = 5
+
+
+def parse_scales(text: str | None) -> tuple[float, ...] | None:
+    """`--logit-scales 100,100` -> (100.0, 100.0)."""
+    if not text:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--logit-scales must be comma-separated numbers, got {text!r}") from None
 
 
 @dataclass(frozen=True)
 class ReinforceConfig:
     """Everything `edgevl reinforce run` takes; the fields except `out`, `device`, `progress` and `strict` are
-    recorded in `_state/settings.json` and must match when a run is resumed.
+    recorded in `_state/settings.json` and must match when a run is resumed. Each field is the flag of its name
+    (dashes for underscores) with the help text in its metadata (`edgevl.cli.flags`).
 
     `captioner` is one LightCap spec, several comma-separated, or None for teacher-only data (no synthetic
     captions); `num_syn_captions` is per captioner (default 5, and 0 without a captioner).
     """
 
-    data: str
-    out: str
-    teachers: tuple[str, ...]
-    captioner: str | None = None
-    num_augs: int = 10
-    num_syn_captions: int | None = None
-    dtype: str = "fp16"
-    fmt: str | None = None
-    seed: int = 0
-    batch_size: int = 32
-    shard_size: int = 1000
-    aug_size: int | None = None
-    logit_scales: tuple[float, ...] | None = None
-    precision: str = "fp32"
-    top_p: float = 0.9
-    temperature: float = 1.0
-    images: bool = True
-    device: str = "auto"
-    progress: bool = True
-    strict: bool = False
+    data: str = field(metadata={"help": "input reader spec (wds shards, csv/tsv/jsonl/parquet, coco, ...)"})
+    out: str = field(metadata={"help": "output folder for the shards, manifest.json and sizes.json"})
+    teachers: tuple[str, ...] = field(metadata={
+        "help": "comma-separated CLIP teachers, MODEL:WEIGHTS or model folders, in stored order",
+        "parse": split_model_specs})
+    captioner: str | None = field(default=None, metadata={
+        "help": "comma-separated LightCap captioners, MODEL:WEIGHTS or model folders, stored side by side "
+                "(syn_text, syn_text_1, ...); leave out for teacher-only data"})
+    num_augs: int = field(default=10, metadata={"help": "augmentations stored per image"})
+    num_syn_captions: int | None = field(default=None, metadata={
+        "help": f"synthetic captions per image and captioner (default {DEFAULT_SYN_CAPTIONS}; 0 without --captioner)"})
+    dtype: str = field(default="fp16", metadata={"help": "embedding storage dtype", "choices": tuple(STORAGE_DTYPES)})
+    fmt: str | None = field(default=None, metadata={
+        "help": "embedding member (default: npz, or pth.gz for bf16 which npz cannot hold)", "flag": "--format",
+        "choices": EMBEDDING_FORMATS})
+    seed: int = field(default=0, metadata={"help": "seed of augmentations and caption sampling"})
+    batch_size: int = field(default=32, metadata={"help": "samples processed together"})
+    shard_size: int = field(default=1000, metadata={"help": "samples per output shard for non-tar input"})
+    aug_size: int | None = field(default=None, metadata={
+        "help": "size the augmentations are sampled for (default: the first teacher's input size)"})
+    logit_scales: tuple[float, ...] | None = field(default=None, metadata={
+        "help": "comma-separated KD logit scales per teacher (default: each teacher's own scale)",
+        "parse": parse_scales})
+    precision: str = field(default="fp32", metadata={
+        "help": "compute precision of the models", "choices": COMPUTE_PRECISIONS})
+    top_p: float = field(default=0.9, metadata={"help": "nucleus mass of caption sampling"})
+    temperature: float = field(default=1.0, metadata={"help": "caption sampling temperature"})
+    images: bool = field(default=True, metadata={
+        "help": "DataCompDR layout: leave image and txt out (read with ?images=<the input shards>)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N] (torchrun: cuda:LOCAL_RANK)"})
+    progress: bool = field(default=True, metadata={"help": "no progress bar"})
+    strict: bool = field(default=False, metadata={
+        "help": "fail (exit 2) when any input is bad, instead of skipping and counting it"})
 
     def settings(self) -> dict[str, Any]:
         """The output-defining settings (JSON-ready)."""
@@ -83,13 +108,3 @@ class ReinforceConfig:
         if self.logit_scales is not None and len(self.logit_scales) != len(self.teachers):
             raise ConfigError(f"--logit-scales gives {len(self.logit_scales)} values for {len(self.teachers)} teachers")
         check_storage(self.dtype, self.fmt)
-
-
-def parse_scales(text: str | None) -> tuple[float, ...] | None:
-    """`--logit-scales 100,100` -> (100.0, 100.0)."""
-    if not text:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--logit-scales must be comma-separated numbers, got {text!r}") from None

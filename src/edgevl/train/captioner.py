@@ -34,6 +34,7 @@ from edgevl.models.lightcap.model import LightCap
 from edgevl.progress import Progress
 from edgevl.run_layout import MODEL_DIR
 from edgevl.train.captioner_backbone import ConceptText, with_clip_backbone
+from edgevl.train.captioner_config import CaptionerTrainConfig
 from edgevl.train.captioner_data import (
     CaptionData,
     caption_ids,
@@ -58,83 +59,6 @@ from edgevl.train.run_folder import check_resume_settings, start_run_folder
 from edgevl.train.schedule import cosine_lr, set_lr
 
 PROJECTION_PREFIX = "kd_projection."
-
-
-@dataclass
-class CaptionerTrainConfig:
-    """Options of `edgevl train-captioner` (field names match the flags). Defaults marked [assumed] are
-    OSCAR/VinVL-style choices where the paper gives none."""
-
-    config: str = "lightcap-tiny"
-    backbone: str | None = None
-    train_data: str = ""
-    val_data: str | None = None
-    out: str = "runs/captioner"
-    train_samples: int | None = None
-    val_samples: int = 500
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 5e-4  # [assumed]
-    min_lr: float = 0.0
-    wd: float = 0.01
-    warmup: int = 50
-    grad_clip_norm: float = 1.0
-    concept_weight: float = 1.0
-    teacher: str | None = None
-    kd_hidden: float = 1.0
-    kd_attn: float = 1.0
-    kd_logits: float = 1.0
-    kd_temperature: float = 2.0  # [assumed]
-    ensemble_distill: bool = False
-    ensemble_steps: int | None = None
-    scst_steps: int = 0
-    scst_samples: int = 5
-    scst_lr: float = 5e-5  # [assumed]
-    scst_top_p: float = 1.0  # 1 = plain multinomial sampling
-    no_concepts: bool = False
-    no_modulator: bool = False
-    heads: int | None = None
-    eval_every: int = 0
-    eval_beam: int = 1
-    save_every: int = 0
-    keep_last: int = 3
-    log_every: int = 10
-    resume: str | None = None
-    seed: int = 0
-    progress: bool = True
-
-    def validate(self) -> CaptionerTrainConfig:
-        """Raise `ConfigError` naming the first bad option; returns self."""
-        for key in ("batch_size", "keep_last", "log_every", "eval_beam", "val_samples"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(self, key)}")
-        if self.total_steps < 1:
-            raise ConfigError("nothing to train: give --steps, --ensemble-steps or --scst-steps")
-        for key in ("steps", "scst_steps", "warmup", "eval_every", "save_every", "kd_hidden", "kd_attn", "kd_logits",
-                    "wd"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"--{key.replace('_', '-')} must be >= 0, got {getattr(self, key)}")
-        if self.lr <= 0 or self.scst_lr <= 0:
-            raise ConfigError(f"--lr and --scst-lr must be positive, got {self.lr} and {self.scst_lr}")
-        if self.ensemble_distill and not self.teacher:
-            raise ConfigError("--ensemble-distill distils each head from a teacher head: give --teacher DIR")
-        if self.scst_steps and self.scst_samples < 2:
-            raise ConfigError(f"--scst-samples must be at least 2 (mean-of-others baseline), got {self.scst_samples}")
-        if self.heads is not None and self.heads < 1:
-            raise ConfigError(f"--heads must be at least 1, got {self.heads}")
-        if self.backbone is not None and not self.backbone:
-            raise ConfigError("--backbone is empty; give a run folder, a model folder or MODEL:WEIGHTS")
-        return self
-
-    @property
-    def ensemble_total(self) -> int:
-        if not self.ensemble_distill:
-            return 0
-        return self.ensemble_steps if self.ensemble_steps is not None else self.steps // 2
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps + self.ensemble_total + self.scst_steps
 
 
 @dataclass(frozen=True)

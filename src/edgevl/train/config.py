@@ -13,53 +13,79 @@ from edgevl.models.precision import COMPUTE_PRECISIONS
 MODES = ("clip", "reinforced", "online-distill")
 
 
+def _teacher_specs(text: str) -> list[str]:
+    """`--teachers A:W,B:W` -> ['A:W', 'B:W']."""
+    from edgevl.models.factory import split_model_specs
+
+    return list(split_model_specs(text))
+
+
 @dataclass
 class TrainConfig:
-    """Options of `edgevl train`; field names match the CLI flags (dashes become underscores)."""
+    """Options of `edgevl train`: each field is the flag of its name (dashes for underscores) with the help text in
+    its metadata (`edgevl.cli.flags`)."""
 
-    model: str = "world-student-mci"
-    pretrained: str | None = None
-    train_data: str = ""
-    val_data: str | None = None
-    strict: bool = False
-    mode: str = "clip"
-    name: str = "run"
-    logs: str = "runs"
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
-    min_lr: float = 0.0
-    wd: float = 0.2
-    warmup: int = 100
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-6
-    grad_clip_norm: float | None = 1.0
-    accum_freq: int = 1
-    precision: str = "fp32"
-    ema: float | None = None
-    grad_checkpointing: bool = False
-    channels_last: bool = True
-    lock_image: bool = False
-    lock_image_unlocked_groups: int = 0
-    lock_text: bool = False
-    lock_text_unlocked_layers: int = 0
-    pretrained_lr_scale: float = 1.0
-    distill_lambda: float = 1.0
-    distill_logit_scale: list[float] | None = None
-    real_weight: float = 1.0
-    syn_weight: float = 1.0
-    teachers: list[str] = field(default_factory=list)
-    captioner: str | None = None
-    eval_every: int = 0
-    eval_samples: int = 1000
-    save_every: int = 0
-    keep_last: int = 3
-    log_every: int = 10
-    resume: str | None = None
-    seed: int = 0
-    workers: int = 0
-    device: str = "auto"
+    model: str = field(default="world-student-mci", metadata={
+        "help": "student model config name (edgevl info); default: the --pretrained folder's own model, else "
+                "%(fallback)s", "cli_default": None})
+    pretrained: str | None = field(default=None, metadata={
+        "help": "start from these weights (file, model folder or training run folder; any layout)"})
+    train_data: str = field(default="", metadata={
+        "help": "training reader spec (wds:..., csv:..., reinforced:...)", "required": True})
+    val_data: str | None = field(default=None, metadata={
+        "help": "held-out reader spec for periodic evaluation; a folder: spec is scored like `edgevl eval` (same "
+                "class names and templates: classnames.txt or ?classnames=, ?templates=; docs/eval.md)"})
+    strict: bool = field(default=False, metadata={
+        "help": "fail (exit 2) when any input is bad, instead of skipping and counting it"})
+    mode: str = field(default="clip", metadata={
+        "help": "loss: plain CLIP, reinforced shards, or teachers run online", "choices": MODES})
+    name: str = field(default="run", metadata={"help": "run name: outputs go to <logs>/<name>/"})
+    logs: str = field(default="runs", metadata={"help": "folder holding the run folders"})
+    steps: int = field(default=1000, metadata={"help": "optimizer steps to train"})
+    batch_size: int = field(default=64, metadata={"help": "samples per micro-batch and rank"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    min_lr: float = field(default=0.0, metadata={"help": "learning rate at the end of the cosine"})
+    wd: float = field(default=0.2, metadata={"help": "AdamW weight decay (not on norms, biases, logit scale)"})
+    warmup: int = field(default=100, metadata={"help": "linear warm-up steps"})
+    beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    beta2: float = field(default=0.95, metadata={"help": "AdamW beta2"})
+    eps: float = field(default=1e-6, metadata={"help": "AdamW epsilon"})
+    grad_clip_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm (0: off)"})
+    accum_freq: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    precision: str = field(default="fp32", metadata={"help": "bf16 = bf16 autocast", "choices": COMPUTE_PRECISIONS})
+    ema: float | None = field(default=None, metadata={"help": "keep an EMA of the weights with this decay"})
+    grad_checkpointing: bool = field(default=False, metadata={"help": "recompute activations to save memory"})
+    channels_last: bool = field(default=True, metadata={
+        "help": "channels-last weights and images (its depthwise-conv backward is 2-6x faster on CPU); "
+                "--no-channels-last keeps NCHW", "negatable": True})
+    lock_image: bool = field(default=False, metadata={"help": "freeze the image tower"})
+    lock_image_unlocked_groups: int = field(default=0, metadata={
+        "help": "with --lock-image: leave the last N layer groups trainable"})
+    lock_text: bool = field(default=False, metadata={"help": "freeze the text tower"})
+    lock_text_unlocked_layers: int = field(default=0, metadata={
+        "help": "with --lock-text: leave the last N layers trainable"})
+    pretrained_lr_scale: float = field(default=1.0, metadata={
+        "help": "with --pretrained: LR factor for tower bodies (projections, heads, logit scale: 1)"})
+    distill_lambda: float = field(default=1.0, metadata={"help": "λ: loss = (1-λ)·CLIP + λ·distillation"})
+    distill_logit_scale: list[float] | None = field(default=None, metadata={
+        "help": "fixed teacher logit scales, one per teacher (default: manifest / teachers' own)"})
+    real_weight: float = field(default=1.0, metadata={"help": "weight of the (image, real caption) loss"})
+    syn_weight: float = field(default=1.0, metadata={"help": "weight of the (image, synthetic caption) loss"})
+    teachers: list[str] = field(default_factory=list, metadata={
+        "help": "online-distill: comma-separated CLIP teachers, MODEL:WEIGHTS or model folders",
+        "parse": _teacher_specs})
+    captioner: str | None = field(default=None, metadata={
+        "help": "online-distill: LightCap MODEL:WEIGHTS or model folder for synthetic captions"})
+    eval_every: int = field(default=0, metadata={"help": "evaluate on --val-data every N steps (0: never)"})
+    eval_samples: int = field(default=1000, metadata={"help": "held-out samples scored per evaluation"})
+    save_every: int = field(default=0, metadata={"help": "checkpoint every N steps (and always at the end)"})
+    keep_last: int = field(default=3, metadata={"help": "checkpoints kept in <run>/checkpoints/"})
+    log_every: int = field(default=10, metadata={"help": "write metrics.jsonl every N steps"})
+    resume: str | None = field(default=None, metadata={
+        "help": "'latest' (this run's newest checkpoint) or a checkpoint folder"})
+    seed: int = field(default=0, metadata={"help": "seed of initialization, data order and augmentation"})
+    workers: int = field(default=0, metadata={"help": "data-loading worker processes per rank"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N]"})
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad option; returns self."""
