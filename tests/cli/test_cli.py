@@ -88,9 +88,9 @@ def _no_model(args):
 
 
 def test_os_errors_are_one_line(tmp_path, capsys, monkeypatch):
-    import edgevl.cli
+    import edgevl.cli.inference
 
-    monkeypatch.setattr(edgevl.cli, "_load_for_inference", _no_model)
+    monkeypatch.setattr(edgevl.cli.inference, "load_for_inference", _no_model)
     assert main(["embed", "--texts-file", str(tmp_path), "--out", str(tmp_path / "e.npy")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("edgevl: error:") and "Is a directory" in err and str(tmp_path) in err
@@ -98,9 +98,9 @@ def test_os_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_embed_checks_out_suffix_before_loading_a_model(tmp_path, capsys, monkeypatch):
-    import edgevl.cli
+    import edgevl.cli.inference
 
-    monkeypatch.setattr(edgevl.cli, "_load_for_inference", _no_model)
+    monkeypatch.setattr(edgevl.cli.inference, "load_for_inference", _no_model)
     assert main(["embed", "--texts", "a cat", "--out", str(tmp_path / "e.txt")]) == 2
     assert "must end in .npy or .safetensors" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
