@@ -11,8 +11,7 @@ from edgevl.errors import NoUsableInputError
 
 def add_data_check(sub: argparse._SubParsersAction) -> None:
     p = subparser(
-        sub,
-        "data-check",
+        sub, "data-check",
         "read a dataset given by a reader spec, report its size and every skipped sample",
         "Reads every sample (decoding images) of e.g. wds:/data/{000..009}.tar, csv:train.csv,\n"
         "coco:captions_val2014.json?images=/coco/val2014, folder:/data/val; see docs/data.md.\n"
@@ -66,8 +65,7 @@ def run_data_check(args: argparse.Namespace) -> int:
 
 def add_augment(sub: argparse._SubParsersAction) -> None:
     p = subparser(
-        sub,
-        "augment",
+        sub, "augment",
         "sample DataCompDR augmentations of an image, or replay the records of a paug.json, as PNGs",
     )
     p.add_argument("image", help="original image file")

@@ -10,8 +10,7 @@ from edgevl.cli.common import add_model_flags, add_strict_flag, load_for_inferen
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
     p = subparser(
-        sub,
-        "eval",
+        sub, "eval",
         "zero-shot classification / image-text retrieval on datasets, JSON in clip_benchmark's schema "
         "(caption metrics: `edgevl eval-captions`)",
         "Scores a model on reader specs; see docs/eval.md. A folder: spec takes ?classnames= and ?templates=;\n"

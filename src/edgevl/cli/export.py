@@ -9,8 +9,7 @@ from edgevl.cli.common import set_threads, subparser, warn_if_random_weights
 
 def add_convert(sub: argparse._SubParsersAction) -> None:
     p = subparser(
-        sub,
-        "convert",
+        sub, "convert",
         "convert CLIP weights between layouts (v1 .pt, open_clip, edgevl folder), optionally folded",
     )
     p.add_argument("src", help="weights file (.pt/.pth/.bin/.safetensors) or checkpoint folder, any layout")
@@ -36,8 +35,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = subparser(
-        sub,
-        "export",
+        sub, "export",
         "export reparameterized towers / the LightCap captioner to ONNX, with parity checks and int8 option",
     )
     p.add_argument("--model", default=None, help="registered CLIP config name (needed for the image/text parts "
@@ -80,8 +78,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def add_compile(sub: argparse._SubParsersAction) -> None:
     p = subparser(
-        sub,
-        "compile",
+        sub, "compile",
         "compile the optimized image/text towers ahead of time with AOTInductor (.pt2 packages for --aot)",
         "Export the towers of `optimize_for_inference(model)` and compile them to C++ with AOTInductor (weights "
         "frozen in), checking each against the PyTorch model. Needs a C++ compiler; ~10-30 s per tower. The "

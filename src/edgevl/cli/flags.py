@@ -5,8 +5,8 @@ Every field of the dataclass is a flag unless its metadata says `"cli": False`; 
 is the field's and its type comes from the annotation:
 
 - `bool` defaulting to False: `--x` (store_true). Defaulting to True: `--no-x`, kept as `no_x` in the parsed
-  namespace so that `--help` shows the flag's own default (False); with `"negatable": True` both `--x` and
-  `--no-x` (argparse.BooleanOptionalAction);
+  namespace so that `--help` shows the flag's own default (False), and its help text says what `--no-x` does
+  (`progress`: "no progress bar"); with `"negatable": True` both `--x` and `--no-x` (BooleanOptionalAction);
 - `int`, `float`, `str`, and `X | None` as X;
 - `list[X]` / `tuple[X, ...]` (or `| None`): one or more values (`nargs="+"`).
 

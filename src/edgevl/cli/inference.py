@@ -17,8 +17,7 @@ from edgevl.errors import DataError, EdgevlError
 
 def add_embed(sub: argparse._SubParsersAction) -> None:
     p = subparser(
-        sub,
-        "embed",
+        sub, "embed",
         "embed images or texts into a .npy/.safetensors matrix (+ a .keys.json listing the rows)",
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -112,8 +111,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
 def add_caption(sub: argparse._SubParsersAction) -> None:
     p = subparser(
-        sub,
-        "caption",
+        sub, "caption",
         "caption images with a LightCap model (beam search, greedy or nucleus sampling)",
         "Caption image files (folders are expanded to their images). --num-samples N switches to nucleus\n"
         "sampling: N captions per image, each cut at the first period. --profile prints params and MACs.",
@@ -188,8 +186,7 @@ def run_caption(args: argparse.Namespace) -> int:
 
 def add_eval_captions(sub: argparse._SubParsersAction) -> None:
     p = subparser(
-        sub,
-        "eval-captions",
+        sub, "eval-captions",
         "score captions with BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (coco-caption numbers)",
         "Score a COCO results file against reference captions, as coco-caption does (PTB-style tokenization,\n"
         "then BLEU-1..4, METEOR if Java is available, ROUGE-L, CIDEr-D; SPICE is reported unavailable).\n"
