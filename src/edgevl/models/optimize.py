@@ -27,7 +27,7 @@ from edgevl.models.blocks import (
     folded_conv,
 )
 from edgevl.models.factory import reparameterize
-from edgevl.models.text import ConvBn, TextRepMixerBlock, prune_to_pooled, trim_causal_padding
+from edgevl.models.text import TextRepMixerBlock, prune_to_pooled, trim_causal_padding
 from edgevl.models.transformer import Attention, ResidualAttentionBlock, gather_rows
 
 
@@ -187,7 +187,7 @@ def _conv_pack(conv: nn.Conv2d) -> PackedWeight:
 
 
 def _folded_conv_norm(child: nn.Module) -> nn.Module | None:
-    if not isinstance(child, (ConvNorm, ConvBn)):
+    if not isinstance(child, ConvNorm):
         return None
     weight, bias = child.fused()
     with torch.no_grad():
@@ -414,7 +414,7 @@ class FusedConvBlock(nn.Module):
     @property
     def reach(self) -> int:
         """As `TextRepMixerBlock.reach` (text blocks only)."""
-        return 2 * (self.token_mixer.kernel // 2)
+        return 2 * (self.token_mixer.kernel_size[1] // 2)
 
     def forward_center(self, window: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """As `TextRepMixerBlock.forward_center`: the output at the centre of a zero-padded window, (B, C)."""

@@ -2,8 +2,8 @@
 
 Both share one module layout (open_clip names): `token_embedding`, `positional_embedding` (ctx, D),
 `transformer.resblocks.{i}`, `ln_final`, `text_projection` (D, E, no bias). MCt replaces the first and last
-resblocks by Text-RepMixer blocks named like timm's FastViT RepMixer blocks:
-`token_mixer.{norm,mixer}.identity`, `token_mixer.mixer.conv_kxk.0.{conv,bn}`,
+resblocks by Text-RepMixer blocks: `models/blocks.py`'s `RepMixerBlock` with (1 × k) kernels, so named like
+timm's FastViT RepMixer blocks: `token_mixer.{norm,mixer}.identity`, `token_mixer.mixer.conv_kxk.0.{conv,bn}`,
 `token_mixer.layer_scale.gamma`, `mlp.{conv.conv,conv.bn,fc1,fc2}`, `layer_scale.gamma`;
 after folding, `token_mixer.reparam_conv`.
 `convert_v1_state_dict` renames the official v1 `text_encoder.*` keys into this layout.
@@ -17,147 +17,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgevl.errors import CheckpointError, ConfigError, DataError
-from edgevl.models.precision import grouped_conv
+from edgevl.errors import CheckpointError, DataError
+from edgevl.models.blocks import RepMixerBlock
 from edgevl.models.transformer import LayerNorm, Transformer, gather_rows
 
 POS_EMBED_MODES = ("slice", "interpolate")
 
 
-def fuse_conv_bn(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold an eval-mode BatchNorm into the bias-free conv kernel before it: (W·γ/σ, β − μ·γ/σ)."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return weight * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+class TextRepMixerBlock(RepMixerBlock):
+    """MCt's convolutional block: a `RepMixerBlock` with (1 × k) kernels and no 1×1 mixer branch, run on
+    (B, L, C) tokens seen as a (B, C, 1, L) map."""
 
-
-class LayerScale(nn.Module):
-    """Per-channel learnable scale `gamma` of shape (C, 1, 1), applied to (B, C, H, W) maps."""
-
-    def __init__(self, dim: int, init_value: float = 1e-5) -> None:
-        super().__init__()
-        self.gamma = nn.Parameter(torch.full((dim, 1, 1), init_value))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
-
-
-class ConvBn(nn.Sequential):
-    """Depthwise (1 × k) conv without bias followed by BatchNorm (`conv`, `bn`)."""
-
-    def __init__(self, dim: int, kernel: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(dim, dim, (1, kernel), padding=(0, kernel // 2), groups=dim, bias=False)
-        self.bn = nn.BatchNorm2d(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(grouped_conv(self.conv, x))
-
-    def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight, bias) of the single depthwise conv equivalent to this pair in eval mode."""
-        return fuse_conv_bn(self.conv.weight, self.bn)
-
-
-class BnSkipBranches(nn.Module):
-    """BN skip (`identity`) plus optional (1 × k) depthwise conv-BN (`conv_kxk.0`), summed; no 1×1 branch."""
-
-    def __init__(self, dim: int, kernel: int, use_conv: bool) -> None:
-        super().__init__()
-        self.kernel = kernel
-        self.identity = nn.BatchNorm2d(dim)
-        self.conv_kxk = nn.ModuleList([ConvBn(dim, kernel)] if use_conv else [])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.identity(x)
-        for branch in self.conv_kxk:
-            out = out + branch(x)
-        return out
-
-    def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Equivalent (C, 1, 1, k) depthwise kernel and bias of the summed branches (eval-mode BN)."""
-        dim = self.identity.num_features
-        ident = torch.zeros(
-            dim, 1, 1, self.kernel, dtype=self.identity.weight.dtype, device=self.identity.weight.device
-        )
-        ident[:, 0, 0, self.kernel // 2] = 1.0
-        weight, bias = fuse_conv_bn(ident, self.identity)
-        for branch in self.conv_kxk:
-            w, b = fuse_conv_bn(branch.conv.weight, branch.bn)
-            weight, bias = weight + w, bias + b
-        return weight, bias
-
-
-class TextRepMixer(nn.Module):
-    """Token mixer x + ls·(mixer(x) − norm(x)) over (B, C, 1, L); folds into one depthwise conv."""
-
-    def __init__(self, dim: int, kernel: int, layer_scale_init: float = 1e-5) -> None:
-        super().__init__()
-        self.dim, self.kernel = dim, kernel
-        self.norm = BnSkipBranches(dim, kernel, use_conv=False)
-        self.mixer = BnSkipBranches(dim, kernel, use_conv=True)
-        self.layer_scale = LayerScale(dim, layer_scale_init)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "reparam_conv"):
-            return self.reparam_conv(x)
-        return x + self.layer_scale(self.mixer(x) - self.norm(x))
-
-    @torch.no_grad()
-    def reparameterize(self) -> None:
-        """Replace the branches by `reparam_conv` (call in eval mode); a no-op once folded."""
-        if hasattr(self, "reparam_conv"):
-            return
-        if self.training:
-            raise ConfigError("TextRepMixer.reparameterize() needs eval mode (BN statistics are folded)")
-        w_mix, b_mix = self.mixer.fused()
-        w_norm, b_norm = self.norm.fused()
-        gamma = self.layer_scale.gamma
-        ident = torch.zeros_like(w_mix)
-        ident[:, 0, 0, self.kernel // 2] = 1.0
-        conv = nn.Conv2d(self.dim, self.dim, (1, self.kernel), padding=(0, self.kernel // 2), groups=self.dim)
-        conv.to(device=w_mix.device, dtype=w_mix.dtype)
-        conv.weight.copy_(ident + gamma.reshape(-1, 1, 1, 1) * (w_mix - w_norm))
-        conv.bias.copy_(gamma.flatten() * (b_mix - b_norm))
-        del self.norm, self.mixer, self.layer_scale
-        self.reparam_conv = conv
-
-
-class ConvMlp(nn.Module):
-    """ConvFFN: (1 × k) depthwise conv-BN, 1×1 conv, GELU, 1×1 conv (`conv`, `fc1`, `fc2`)."""
-
-    def __init__(self, dim: int, hidden: int, kernel: int) -> None:
-        super().__init__()
-        self.conv = ConvBn(dim, kernel)
-        self.fc1 = nn.Conv2d(dim, hidden, 1)
-        self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden, dim, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(self.conv(x))))
-
-
-class TextRepMixerBlock(nn.Module):
-    """MCt convolutional block on (B, L, C) tokens: RepMixer token mixing, then x + ls·ConvFFN(x)."""
-
-    def __init__(
-        self, dim: int, kernel: int = 11, mlp_ratio: float = 4.0, layer_scale_init: float = 1e-5
-    ) -> None:
-        super().__init__()
-        self.token_mixer = TextRepMixer(dim, kernel, layer_scale_init)
-        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), kernel)
-        self.layer_scale = LayerScale(dim, layer_scale_init)
+    def __init__(self, dim: int, kernel: int = 11, mlp_ratio: float = 4.0, layer_scale_init: float = 1e-5) -> None:
+        kernel_size = (1, kernel)
+        super().__init__(dim, mlp_ratio, kernel_size, layer_scale_init, kernel_size, use_scale_branch=False)
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
         # attention arguments are accepted (and ignored) so the block can sit in a `Transformer` stack
-        y = self.token_mixer(x.transpose(1, 2).unsqueeze(2))
-        y = y + self.layer_scale(self.mlp(y))
-        return y.squeeze(2).transpose(1, 2)
+        return super().forward(x.transpose(1, 2).unsqueeze(2)).squeeze(2).transpose(1, 2)
 
     @property
     def reach(self) -> int:
         """How many positions to each side one output position depends on (token mixer, then ConvFFN conv)."""
-        return 2 * (self.token_mixer.kernel // 2)  # the ConvFFN's conv has the token mixer's kernel
+        return 2 * (self.token_mixer.kernel_size[1] // 2)  # the ConvFFN's conv has the token mixer's kernel
 
     def forward_center(self, window: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The block's output at the centre of a (B, 2·reach + 1, C) window of its input, (B, C).
