@@ -20,6 +20,11 @@ def available() -> bool:
     )
 
 
+def bf16_supported() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX-512 bf16 or AMX)."""
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def may_run(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the oneDNN ops may run on `x`: a CPU input of the weight's dtype, outside autocast, tracing and
     `torch.compile` (which have no kernels for these ops), with no gradient asked for (they have no backward)."""

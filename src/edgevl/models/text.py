@@ -19,7 +19,7 @@ from torch import nn
 
 from edgevl.errors import CheckpointError, DataError
 from edgevl.models.blocks import RepMixerBlock
-from edgevl.models.transformer import LayerNorm, Transformer, gather_rows
+from edgevl.models.transformer import LayerNorm, Transformer
 
 POS_EMBED_MODES = ("slice", "interpolate")
 
@@ -37,21 +37,6 @@ class TextRepMixerBlock(RepMixerBlock):
     ) -> torch.Tensor:
         # attention arguments are accepted (and ignored) so the block can sit in a `Transformer` stack
         return super().forward(x.transpose(1, 2).unsqueeze(2)).squeeze(2).transpose(1, 2)
-
-    @property
-    def reach(self) -> int:
-        """How many positions to each side one output position depends on (token mixer, then ConvFFN conv)."""
-        return 2 * (self.token_mixer.kernel_size[1] // 2)  # the ConvFFN's conv has the token mixer's kernel
-
-    def forward_center(self, window: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """The block's output at the centre of a (B, 2·reach + 1, C) window of its input, (B, C).
-
-        `valid` (B, 2·reach + 1) marks the window positions inside the sequence; the others must be zero in
-        `window` and are zeroed again after the token mixer, which is what the convs' zero padding sees."""
-        y = self.token_mixer(window.transpose(1, 2).unsqueeze(2)) * valid[:, None, None, :]
-        mid = slice(self.reach, self.reach + 1)
-        h = self.mlp.conv(y)[..., mid]
-        return (y[..., mid] + self.layer_scale(self.mlp.fc2(self.mlp.act(self.mlp.fc1(h))))).flatten(1)
 
 
 class TextTransformer(nn.Module):
@@ -88,10 +73,6 @@ class TextTransformer(nn.Module):
             output_dim,
         )
         self.causal, self.pos_embed_mode = causal, pos_embed_mode
-        # Set by `optimize_for_inference`; off by default so traced/exported graphs keep a fixed length and
-        # every position's features stay computed.
-        self.trim_causal_padding = False
-        self.prune_to_pooled = False
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
         self.transformer = Transformer(width, layers, heads, mlp_ratio, act, ln_eps)
@@ -126,64 +107,16 @@ class TextTransformer(nn.Module):
             raise DataError(f"text token ids must be a (batch, length) tensor, got shape {tuple(ids.shape)}")
         return self.token_embedding(ids) + self.positions(ids.shape[1]).to(self.token_embedding.weight.dtype)
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The blocks and `ln_final` over embedded tokens (B, L, width)."""
+        return self.ln_final(self.transformer(x, is_causal=self.causal))
+
+    def pool(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """The projected features at each row's end token `eot` (B,), (B, output_dim)."""
+        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        eot = ids.argmax(dim=-1)
-        x = self.embed(ids)
-        tracing = torch.jit.is_tracing()
-        if self.trim_causal_padding and self.causal and not (tracing or torch.compiler.is_compiling()):
-            # Under a causal mask no position sees a later one, so the tokens after the last end token cannot
-            # change the pooled output: drop them (77 -> ~15 positions for a typical caption). The length is
-            # data-dependent, so traced and compiled graphs keep every position.
-            x = x[:, : int(eot.max()) + 1]
-        if self.prune_to_pooled and not tracing:  # fixed shapes (a gather at the end token): compiles too
-            return self.ln_final(self._pooled_tail(x, eot)) @ self.text_projection
-        x = self.ln_final(self.transformer(x, is_causal=self.causal))
-        pooled = x[torch.arange(x.shape[0], device=x.device), eot]
-        return pooled @ self.text_projection
-
-    def _pooled_tail(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
-        """The last block's output at the end token, (B, D), computing only what that row depends on.
-
-        An attention block last needs only its end-token query (keys and values still come from every position);
-        an MCt Text-RepMixer block last needs a ±reach window of its input, so the attention block before it runs
-        its queries, projection and MLP on that window only. Same result as the full stack."""
-        *head, last = self.transformer.resblocks
-        if not hasattr(last, "forward_center"):
-            for block in head:
-                x = block(x, is_causal=self.causal)
-            return _rows(last, x, eot[:, None], self.causal)[:, 0]
-        *head, before = head  # MCt: a Text-RepMixer block always follows at least one attention block
-        for block in head:
-            x = block(x, is_causal=self.causal)
-        rows = eot[:, None] + torch.arange(-last.reach, last.reach + 1, device=x.device)
-        valid = (rows >= 0) & (rows < x.shape[1])
-        window = _rows(before, x, rows.clamp(0, x.shape[1] - 1), self.causal) * valid[..., None]
-        return last.forward_center(window, valid.to(window.dtype))
-
-
-def trim_causal_padding(model: nn.Module) -> nn.Module:
-    """Let every causal text tower in `model` drop the padding after the last end token (same outputs and
-    gradients, 77 -> ~15 positions for typical captions); in place, returns `model`."""
-    for module in model.modules():
-        if isinstance(module, TextTransformer):
-            module.trim_causal_padding = True
-    return model
-
-
-def _rows(block: nn.Module, x: torch.Tensor, rows: torch.Tensor, is_causal: bool) -> torch.Tensor:
-    """`block`'s output at `rows` (B, R): only those rows where the block can (`forward_rows`), else gathered."""
-    if hasattr(block, "forward_rows"):
-        return block.forward_rows(x, rows, is_causal)
-    return gather_rows(block(x, is_causal=is_causal), rows)
-
-
-def prune_to_pooled(model: nn.Module) -> nn.Module:
-    """Let every text tower in `model` compute its last block(s) only where the pooled end-token output depends
-    on them (same outputs; MCt: ~24 % fewer FLOPs, 12-layer towers: ~6 %); in place, returns `model`."""
-    for module in model.modules():
-        if isinstance(module, TextTransformer):
-            module.prune_to_pooled = True
-    return model
+        return self.pool(self.encode(self.embed(ids)), ids.argmax(dim=-1))
 
 
 # (v1 name, edgevl name); a name ending in "." is a prefix, otherwise the whole key
