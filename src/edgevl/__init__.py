@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time `__getattr_
     from edgevl.eval.captioning import CiderD, evaluate_captions
     from edgevl.export.pipeline import export_model
     from edgevl.export.runners import OnnxCaptioner, OnnxCLIP
+    from edgevl.fast import optimize_for_inference
     from edgevl.models.checkpoint import load_checkpoint, save_pretrained
     from edgevl.models.factory import (
         create_model,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time `__getattr_
         reparameterize,
     )
     from edgevl.models.lightcap.model import LightCap, create_lightcap
-    from edgevl.models.optimize import optimize_for_inference
     from edgevl.models.registry import add_model_config, get_model_config, list_models
     from edgevl.runtime import keep_freed_memory
     from edgevl.tokenizer import SimpleTokenizer, decode, get_tokenizer, tokenize
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time `__getattr_
 
 # public name -> module that defines it
 _LAZY = {
-    "optimize_for_inference": "edgevl.models.optimize",
+    "optimize_for_inference": "edgevl.fast",
     "keep_freed_memory": "edgevl.runtime",
     "get_tokenizer": "edgevl.tokenizer",
     "tokenize": "edgevl.tokenizer",

@@ -83,11 +83,12 @@ def test_fuse_conv_bn_matches_conv_then_bn():
         torch.testing.assert_close(nn.functional.conv2d(x, w, b, padding=1), bn(conv(x)), atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("channels,groups,k", [(6, 1, 3), (6, 6, 3), (8, 2, 1), (4, 4, 7)])
+@pytest.mark.parametrize("channels,groups,k", [(6, 1, 3), (6, 6, 3), (8, 2, 1), (4, 4, 7), (4, 4, (1, 5))])
 def test_identity_kernel_is_identity(channels, groups, k):
     x = torch.randn(1, channels, 6, 5, dtype=torch.float64)
     kernel = identity_kernel(channels, groups, k, x)
-    torch.testing.assert_close(nn.functional.conv2d(x, kernel, padding=k // 2, groups=groups), x)
+    padding = (k[0] // 2, k[1] // 2) if isinstance(k, tuple) else k // 2
+    torch.testing.assert_close(nn.functional.conv2d(x, kernel, padding=padding, groups=groups), x)
 
 
 @pytest.mark.parametrize(
@@ -99,6 +100,7 @@ def test_identity_kernel_is_identity(channels, groups, k):
         dict(in_chs=8, out_chs=16, kernel_size=3, groups=8, use_se=True),  # final_conv
         dict(in_chs=8, out_chs=8, kernel_size=3, groups=8, use_act=False, num_conv_branches=3),
         dict(in_chs=8, out_chs=8, kernel_size=3, groups=8, use_scale_branch=False, num_conv_branches=0),
+        dict(in_chs=8, out_chs=8, kernel_size=(1, 5), groups=8, use_act=False),  # MCt text branches: 1×k
     ],
 )
 def test_mobileone_block_folds(kwargs):
@@ -107,8 +109,9 @@ def test_mobileone_block_folds(kwargs):
     assert {"reparam_conv.weight", "reparam_conv.bias"} <= _leaf_keys(folded)
 
 
-def test_repmixer_folds_residual_and_layer_scale():
-    folded = assert_folds_equivalently(RepMixer(8), torch.randn(2, 8, 7, 6))
+@pytest.mark.parametrize("kwargs", [{}, dict(kernel_size=(1, 5), use_scale_branch=False)])
+def test_repmixer_folds_residual_and_layer_scale(kwargs):
+    folded = assert_folds_equivalently(RepMixer(8, **kwargs), torch.randn(2, 8, 7, 6))
     assert _leaf_keys(folded) == {"reparam_conv.weight", "reparam_conv.bias"}
 
 

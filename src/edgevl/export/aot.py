@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgevl import backend
 from edgevl.data.transforms import PreprocessCfg
 from edgevl.errors import DataError, EdgevlError
+from edgevl.fast import optimize_for_inference
 from edgevl.locks import output_lock
 from edgevl.models.factory import preprocess_cfg_for
-from edgevl.models.optimize import optimize_for_inference
 
 AOT_MANIFEST = "aot.json"
 TOWERS = ("image", "text")
@@ -167,7 +168,7 @@ def compile_clip(model: nn.Module, out: str | Path, *, batch: int = 1, towers: t
     """
     if precision not in AOT_DTYPES:
         raise AotError(f"precision must be one of {sorted(AOT_DTYPES)}, got {precision!r}")
-    if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if precision == "bf16" and not backend.bf16_supported():
         raise AotError("this CPU has no bf16 support in oneDNN (needs AVX-512 bf16 or AMX); use precision='fp32'")
     unknown = set(towers) - set(TOWERS)
     if unknown or not towers:

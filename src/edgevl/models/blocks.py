@@ -1,9 +1,11 @@
 """Re-parameterizable convolutional building blocks of the MobileCLIP image towers (FastViT / MCi).
 
 Parameter names follow timm / open_clip (`conv_kxk`, `conv_scale`, `identity`, `large_conv`, `layer_scale.gamma`,
-...), which is edgevl's native layout. Every block that has train-time branches owns `reparameterize()`: it folds
-BatchNorm running statistics into one convolution named exactly as in the reference re-parameterized checkpoints
-(`reparam_conv`). Folding needs eval mode (it raises in train mode) and is a no-op once done.
+...), which is edgevl's native layout. Kernels are k×k or, for MCt's text blocks (`models/text.py`), 1×k: a
+`kernel_size` is an int or an (h, w) pair. Every block that has train-time branches owns `reparameterize()`: it
+folds BatchNorm running statistics into one convolution named exactly as in the reference re-parameterized
+checkpoints (`reparam_conv`, `None` until then). Folding needs eval mode (it raises in train mode) and is a no-op
+once done.
 """
 
 from __future__ import annotations
@@ -12,8 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgevl.backend import is_strided_pointwise, subsampled_pointwise_conv
 from edgevl.errors import ConfigError
 from edgevl.models.precision import grouped_conv, sdpa
+
+Kernel = int | tuple[int, int]
+
+
+def _pair(kernel_size: Kernel) -> tuple[int, int]:
+    return (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
 
 
 def _require_eval(module: nn.Module) -> None:
@@ -30,13 +39,13 @@ def fuse_conv_bn(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor
     return weight * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
 
 
-def identity_kernel(channels: int, groups: int, kernel_size: int, like: torch.Tensor) -> torch.Tensor:
-    """The (C, C/groups, k, k) kernel of a grouped conv that returns its input unchanged."""
+def identity_kernel(channels: int, groups: int, kernel_size: Kernel, like: torch.Tensor) -> torch.Tensor:
+    """The (C, C/groups, kh, kw) kernel of a grouped conv that returns its input unchanged."""
     in_per_group = channels // groups
-    kernel = torch.zeros(channels, in_per_group, kernel_size, kernel_size, dtype=like.dtype, device=like.device)
-    center = kernel_size // 2
+    kh, kw = _pair(kernel_size)
+    kernel = torch.zeros(channels, in_per_group, kh, kw, dtype=like.dtype, device=like.device)
     rows = torch.arange(channels, device=like.device)
-    kernel[rows, rows % in_per_group, center, center] = 1.0
+    kernel[rows, rows % in_per_group, kh // 2, kw // 2] = 1.0
     return kernel
 
 
@@ -53,27 +62,24 @@ def folded_conv(weight: torch.Tensor, bias: torch.Tensor, stride: int = 1, group
     return conv
 
 
-def _pad_to(kernel: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    pad = (kernel_size - kernel.shape[-1]) // 2
-    return F.pad(kernel, [pad, pad, pad, pad])
+def _pad_to(kernel: torch.Tensor, kernel_size: Kernel) -> torch.Tensor:
+    (kh, kw), (h, w) = _pair(kernel_size), kernel.shape[-2:]
+    return F.pad(kernel, [(kw - w) // 2, (kw - w) // 2, (kh - h) // 2, (kh - h) // 2])
 
 
 class ConvNorm(nn.Module):
     """Bias-free conv followed by BatchNorm (keys `conv`, `bn`): one train-time branch of a MobileOne block."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1) -> None:
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: Kernel, stride: int = 1, groups: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        kh, kw = _pair(kernel_size)
+        self.conv = nn.Conv2d(in_chs, out_chs, (kh, kw), stride, (kh // 2, kw // 2), groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
-        if conv.kernel_size == (1, 1) and conv.stride != (1, 1):
-            # same result as the strided 1×1 conv; PyTorch 2.13's channels_last backward of that conv corrupts
-            # the heap when it has few input channels (MobileOne stems), so subsample first and convolve densely
-            sh, sw = conv.stride
-            return self.bn(F.conv2d(x[:, :, ::sh, ::sw], conv.weight, conv.bias, groups=conv.groups))
-        return self.bn(grouped_conv(conv, x))
+        out = subsampled_pointwise_conv(conv, x) if is_strided_pointwise(conv) else grouped_conv(conv, x)
+        return self.bn(out)
 
     def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight, bias) of the single conv equivalent to this pair in eval mode."""
@@ -117,14 +123,15 @@ class LayerNorm2d(nn.LayerNorm):
 class MobileOneBlock(nn.Module):
     """MobileOne block: sum of k×k conv-BN branches, a 1×1 conv-BN scale branch and a BN skip, then SE and act.
 
-    After `reparameterize()` the branches are one `reparam_conv` (k×k, with bias); SE and activation stay.
+    After `reparameterize()` the branches are one `reparam_conv` (the branches' kernel size, with bias); SE and
+    activation stay.
     """
 
     def __init__(
         self,
         in_chs: int,
         out_chs: int,
-        kernel_size: int,
+        kernel_size: Kernel,
         stride: int = 1,
         groups: int = 1,
         use_se: bool = False,
@@ -133,7 +140,7 @@ class MobileOneBlock(nn.Module):
         num_conv_branches: int = 1,
     ) -> None:
         super().__init__()
-        self.in_chs, self.out_chs, self.kernel_size = in_chs, out_chs, kernel_size
+        self.in_chs, self.out_chs, self.kernel_size = in_chs, out_chs, _pair(kernel_size)
         self.stride, self.groups = stride, groups
         self.se = SqueezeExcite(out_chs) if use_se else nn.Identity()
         self.register_module("reparam_conv", None)
@@ -141,7 +148,7 @@ class MobileOneBlock(nn.Module):
         self.conv_kxk = nn.ModuleList(
             ConvNorm(in_chs, out_chs, kernel_size, stride, groups) for _ in range(num_conv_branches)
         )
-        has_scale = use_scale_branch and kernel_size > 1
+        has_scale = use_scale_branch and self.kernel_size != (1, 1)
         self.conv_scale = ConvNorm(in_chs, out_chs, 1, stride, groups) if has_scale else None
         self.act = nn.GELU() if use_act else nn.Identity()
 
@@ -161,12 +168,7 @@ class MobileOneBlock(nn.Module):
             return self.reparam_conv.weight, self.reparam_conv.bias
         ref = self.identity.weight if self.identity is not None else self.conv_kxk[0].conv.weight
         weight = torch.zeros(
-            self.out_chs,
-            self.in_chs // self.groups,
-            self.kernel_size,
-            self.kernel_size,
-            dtype=ref.dtype,
-            device=ref.device,
+            self.out_chs, self.in_chs // self.groups, *self.kernel_size, dtype=ref.dtype, device=ref.device
         )
         bias = torch.zeros(self.out_chs, dtype=ref.dtype, device=ref.device)
         if self.identity is not None:
@@ -193,16 +195,21 @@ class MobileOneBlock(nn.Module):
 
 
 class RepMixer(nn.Module):
-    """Image token mixer `x + γ·(mixer(x) − norm(x))` with depthwise MobileOne branches; folds to one conv."""
+    """Token mixer `x + γ·(mixer(x) − norm(x))` with depthwise MobileOne branches; folds to one conv.
 
-    def __init__(self, dim: int, kernel_size: int = 3, layer_scale_init: float = 1e-5) -> None:
+    `use_scale_branch=False` drops the mixer's 1×1 branch (MCt's text mixer has none).
+    """
+
+    def __init__(
+        self, dim: int, kernel_size: Kernel = 3, layer_scale_init: float = 1e-5, use_scale_branch: bool = True
+    ) -> None:
         super().__init__()
-        self.dim, self.kernel_size = dim, kernel_size
+        self.dim, self.kernel_size = dim, _pair(kernel_size)
         self.register_module("reparam_conv", None)
         self.norm = MobileOneBlock(
             dim, dim, kernel_size, groups=dim, use_act=False, use_scale_branch=False, num_conv_branches=0
         )
-        self.mixer = MobileOneBlock(dim, dim, kernel_size, groups=dim, use_act=False)
+        self.mixer = MobileOneBlock(dim, dim, kernel_size, groups=dim, use_act=False, use_scale_branch=use_scale_branch)
         self.layer_scale = LayerScale2d(dim, layer_scale_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -292,11 +299,11 @@ class ReparamLargeKernelConv(nn.Module):
 
 
 class ConvMlp(nn.Module):
-    """ConvFFN: depthwise 7×7 conv-BN (`conv`, not folded), 1×1 `fc1`, GELU, 1×1 `fc2`."""
+    """ConvFFN: depthwise conv-BN (`conv`, 7×7 by default, not folded), 1×1 `fc1`, GELU, 1×1 `fc2`."""
 
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0, kernel_size: Kernel = 7) -> None:
         super().__init__()
-        self.conv = ConvNorm(dim, dim, 7, groups=dim)
+        self.conv = ConvNorm(dim, dim, kernel_size, groups=dim)
         self.fc1 = nn.Conv2d(dim, hidden, 1)
         self.act = nn.GELU()
         self.fc2 = nn.Conv2d(hidden, dim, 1)
@@ -328,12 +335,20 @@ class Attention(nn.Module):
 
 
 class RepMixerBlock(nn.Module):
-    """FastViT conv stage block: `x = token_mixer(x)`, then `x + γ·mlp(x)`."""
+    """FastViT conv stage block: `x = token_mixer(x)`, then `x + γ·mlp(x)` (`mlp_kernel_size`: the ConvFFN's conv)."""
 
-    def __init__(self, dim: int, mlp_ratio: float = 3.0, kernel_size: int = 3, layer_scale_init: float = 1e-5):
+    def __init__(
+        self,
+        dim: int,
+        mlp_ratio: float = 3.0,
+        kernel_size: Kernel = 3,
+        layer_scale_init: float = 1e-5,
+        mlp_kernel_size: Kernel = 7,
+        use_scale_branch: bool = True,
+    ) -> None:
         super().__init__()
-        self.token_mixer = RepMixer(dim, kernel_size, layer_scale_init)
-        self.mlp = ConvMlp(dim, int(dim * mlp_ratio))
+        self.token_mixer = RepMixer(dim, kernel_size, layer_scale_init, use_scale_branch)
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), kernel_size=mlp_kernel_size)
         self.layer_scale = LayerScale2d(dim, layer_scale_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 Both share one module layout (open_clip names): `token_embedding`, `positional_embedding` (ctx, D),
 `transformer.resblocks.{i}`, `ln_final`, `text_projection` (D, E, no bias). MCt replaces the first and last
-resblocks by Text-RepMixer blocks named like timm's FastViT RepMixer blocks:
-`token_mixer.{norm,mixer}.identity`, `token_mixer.mixer.conv_kxk.0.{conv,bn}`,
+resblocks by Text-RepMixer blocks: `models/blocks.py`'s `RepMixerBlock` with (1 × k) kernels, so named like
+timm's FastViT RepMixer blocks: `token_mixer.{norm,mixer}.identity`, `token_mixer.mixer.conv_kxk.0.{conv,bn}`,
 `token_mixer.layer_scale.gamma`, `mlp.{conv.conv,conv.bn,fc1,fc2}`, `layer_scale.gamma`;
 after folding, `token_mixer.reparam_conv`.
 `convert_v1_state_dict` renames the official v1 `text_encoder.*` keys into this layout.
@@ -17,157 +17,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgevl.errors import CheckpointError, ConfigError, DataError
-from edgevl.models.precision import grouped_conv
-from edgevl.models.transformer import LayerNorm, Transformer, gather_rows
+from edgevl.errors import CheckpointError, DataError
+from edgevl.models.blocks import RepMixerBlock
+from edgevl.models.transformer import LayerNorm, Transformer
 
 POS_EMBED_MODES = ("slice", "interpolate")
 
 
-def fuse_conv_bn(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold an eval-mode BatchNorm into the bias-free conv kernel before it: (W·γ/σ, β − μ·γ/σ)."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return weight * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+class TextRepMixerBlock(RepMixerBlock):
+    """MCt's convolutional block: a `RepMixerBlock` with (1 × k) kernels and no 1×1 mixer branch, run on
+    (B, L, C) tokens seen as a (B, C, 1, L) map."""
 
-
-class LayerScale(nn.Module):
-    """Per-channel learnable scale `gamma` of shape (C, 1, 1), applied to (B, C, H, W) maps."""
-
-    def __init__(self, dim: int, init_value: float = 1e-5) -> None:
-        super().__init__()
-        self.gamma = nn.Parameter(torch.full((dim, 1, 1), init_value))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
-
-
-class ConvBn(nn.Sequential):
-    """Depthwise (1 × k) conv without bias followed by BatchNorm (`conv`, `bn`)."""
-
-    def __init__(self, dim: int, kernel: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(dim, dim, (1, kernel), padding=(0, kernel // 2), groups=dim, bias=False)
-        self.bn = nn.BatchNorm2d(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(grouped_conv(self.conv, x))
-
-    def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight, bias) of the single depthwise conv equivalent to this pair in eval mode."""
-        return fuse_conv_bn(self.conv.weight, self.bn)
-
-
-class BnSkipBranches(nn.Module):
-    """BN skip (`identity`) plus optional (1 × k) depthwise conv-BN (`conv_kxk.0`), summed; no 1×1 branch."""
-
-    def __init__(self, dim: int, kernel: int, use_conv: bool) -> None:
-        super().__init__()
-        self.kernel = kernel
-        self.identity = nn.BatchNorm2d(dim)
-        self.conv_kxk = nn.ModuleList([ConvBn(dim, kernel)] if use_conv else [])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.identity(x)
-        for branch in self.conv_kxk:
-            out = out + branch(x)
-        return out
-
-    def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Equivalent (C, 1, 1, k) depthwise kernel and bias of the summed branches (eval-mode BN)."""
-        dim = self.identity.num_features
-        ident = torch.zeros(
-            dim, 1, 1, self.kernel, dtype=self.identity.weight.dtype, device=self.identity.weight.device
-        )
-        ident[:, 0, 0, self.kernel // 2] = 1.0
-        weight, bias = fuse_conv_bn(ident, self.identity)
-        for branch in self.conv_kxk:
-            w, b = fuse_conv_bn(branch.conv.weight, branch.bn)
-            weight, bias = weight + w, bias + b
-        return weight, bias
-
-
-class TextRepMixer(nn.Module):
-    """Token mixer x + ls·(mixer(x) − norm(x)) over (B, C, 1, L); folds into one depthwise conv."""
-
-    def __init__(self, dim: int, kernel: int, layer_scale_init: float = 1e-5) -> None:
-        super().__init__()
-        self.dim, self.kernel = dim, kernel
-        self.norm = BnSkipBranches(dim, kernel, use_conv=False)
-        self.mixer = BnSkipBranches(dim, kernel, use_conv=True)
-        self.layer_scale = LayerScale(dim, layer_scale_init)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "reparam_conv"):
-            return self.reparam_conv(x)
-        return x + self.layer_scale(self.mixer(x) - self.norm(x))
-
-    @torch.no_grad()
-    def reparameterize(self) -> None:
-        """Replace the branches by `reparam_conv` (call in eval mode); a no-op once folded."""
-        if hasattr(self, "reparam_conv"):
-            return
-        if self.training:
-            raise ConfigError("TextRepMixer.reparameterize() needs eval mode (BN statistics are folded)")
-        w_mix, b_mix = self.mixer.fused()
-        w_norm, b_norm = self.norm.fused()
-        gamma = self.layer_scale.gamma
-        ident = torch.zeros_like(w_mix)
-        ident[:, 0, 0, self.kernel // 2] = 1.0
-        conv = nn.Conv2d(self.dim, self.dim, (1, self.kernel), padding=(0, self.kernel // 2), groups=self.dim)
-        conv.to(device=w_mix.device, dtype=w_mix.dtype)
-        conv.weight.copy_(ident + gamma.reshape(-1, 1, 1, 1) * (w_mix - w_norm))
-        conv.bias.copy_(gamma.flatten() * (b_mix - b_norm))
-        del self.norm, self.mixer, self.layer_scale
-        self.reparam_conv = conv
-
-
-class ConvMlp(nn.Module):
-    """ConvFFN: (1 × k) depthwise conv-BN, 1×1 conv, GELU, 1×1 conv (`conv`, `fc1`, `fc2`)."""
-
-    def __init__(self, dim: int, hidden: int, kernel: int) -> None:
-        super().__init__()
-        self.conv = ConvBn(dim, kernel)
-        self.fc1 = nn.Conv2d(dim, hidden, 1)
-        self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden, dim, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(self.conv(x))))
-
-
-class TextRepMixerBlock(nn.Module):
-    """MCt convolutional block on (B, L, C) tokens: RepMixer token mixing, then x + ls·ConvFFN(x)."""
-
-    def __init__(
-        self, dim: int, kernel: int = 11, mlp_ratio: float = 4.0, layer_scale_init: float = 1e-5
-    ) -> None:
-        super().__init__()
-        self.token_mixer = TextRepMixer(dim, kernel, layer_scale_init)
-        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), kernel)
-        self.layer_scale = LayerScale(dim, layer_scale_init)
+    def __init__(self, dim: int, kernel: int = 11, mlp_ratio: float = 4.0, layer_scale_init: float = 1e-5) -> None:
+        kernel_size = (1, kernel)
+        super().__init__(dim, mlp_ratio, kernel_size, layer_scale_init, kernel_size, use_scale_branch=False)
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
         # attention arguments are accepted (and ignored) so the block can sit in a `Transformer` stack
-        y = self.token_mixer(x.transpose(1, 2).unsqueeze(2))
-        y = y + self.layer_scale(self.mlp(y))
-        return y.squeeze(2).transpose(1, 2)
-
-    @property
-    def reach(self) -> int:
-        """How many positions to each side one output position depends on (token mixer, then ConvFFN conv)."""
-        return 2 * (self.token_mixer.kernel // 2)  # the ConvFFN's conv has the token mixer's kernel
-
-    def forward_center(self, window: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """The block's output at the centre of a (B, 2·reach + 1, C) window of its input, (B, C).
-
-        `valid` (B, 2·reach + 1) marks the window positions inside the sequence; the others must be zero in
-        `window` and are zeroed again after the token mixer, which is what the convs' zero padding sees."""
-        y = self.token_mixer(window.transpose(1, 2).unsqueeze(2)) * valid[:, None, None, :]
-        mid = slice(self.reach, self.reach + 1)
-        h = self.mlp.conv(y)[..., mid]
-        return (y[..., mid] + self.layer_scale(self.mlp.fc2(self.mlp.act(self.mlp.fc1(h))))).flatten(1)
+        return super().forward(x.transpose(1, 2).unsqueeze(2)).squeeze(2).transpose(1, 2)
 
 
 class TextTransformer(nn.Module):
@@ -204,10 +73,6 @@ class TextTransformer(nn.Module):
             output_dim,
         )
         self.causal, self.pos_embed_mode = causal, pos_embed_mode
-        # Set by `optimize_for_inference`; off by default so traced/exported graphs keep a fixed length and
-        # every position's features stay computed.
-        self.trim_causal_padding = False
-        self.prune_to_pooled = False
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
         self.transformer = Transformer(width, layers, heads, mlp_ratio, act, ln_eps)
@@ -242,64 +107,16 @@ class TextTransformer(nn.Module):
             raise DataError(f"text token ids must be a (batch, length) tensor, got shape {tuple(ids.shape)}")
         return self.token_embedding(ids) + self.positions(ids.shape[1]).to(self.token_embedding.weight.dtype)
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The blocks and `ln_final` over embedded tokens (B, L, width)."""
+        return self.ln_final(self.transformer(x, is_causal=self.causal))
+
+    def pool(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """The projected features at each row's end token `eot` (B,), (B, output_dim)."""
+        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        eot = ids.argmax(dim=-1)
-        x = self.embed(ids)
-        tracing = torch.jit.is_tracing()
-        if self.trim_causal_padding and self.causal and not (tracing or torch.compiler.is_compiling()):
-            # Under a causal mask no position sees a later one, so the tokens after the last end token cannot
-            # change the pooled output: drop them (77 -> ~15 positions for a typical caption). The length is
-            # data-dependent, so traced and compiled graphs keep every position.
-            x = x[:, : int(eot.max()) + 1]
-        if self.prune_to_pooled and not tracing:  # fixed shapes (a gather at the end token): compiles too
-            return self.ln_final(self._pooled_tail(x, eot)) @ self.text_projection
-        x = self.ln_final(self.transformer(x, is_causal=self.causal))
-        pooled = x[torch.arange(x.shape[0], device=x.device), eot]
-        return pooled @ self.text_projection
-
-    def _pooled_tail(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
-        """The last block's output at the end token, (B, D), computing only what that row depends on.
-
-        An attention block last needs only its end-token query (keys and values still come from every position);
-        an MCt Text-RepMixer block last needs a ±reach window of its input, so the attention block before it runs
-        its queries, projection and MLP on that window only. Same result as the full stack."""
-        *head, last = self.transformer.resblocks
-        if not hasattr(last, "forward_center"):
-            for block in head:
-                x = block(x, is_causal=self.causal)
-            return _rows(last, x, eot[:, None], self.causal)[:, 0]
-        *head, before = head  # MCt: a Text-RepMixer block always follows at least one attention block
-        for block in head:
-            x = block(x, is_causal=self.causal)
-        rows = eot[:, None] + torch.arange(-last.reach, last.reach + 1, device=x.device)
-        valid = (rows >= 0) & (rows < x.shape[1])
-        window = _rows(before, x, rows.clamp(0, x.shape[1] - 1), self.causal) * valid[..., None]
-        return last.forward_center(window, valid.to(window.dtype))
-
-
-def trim_causal_padding(model: nn.Module) -> nn.Module:
-    """Let every causal text tower in `model` drop the padding after the last end token (same outputs and
-    gradients, 77 -> ~15 positions for typical captions); in place, returns `model`."""
-    for module in model.modules():
-        if isinstance(module, TextTransformer):
-            module.trim_causal_padding = True
-    return model
-
-
-def _rows(block: nn.Module, x: torch.Tensor, rows: torch.Tensor, is_causal: bool) -> torch.Tensor:
-    """`block`'s output at `rows` (B, R): only those rows where the block can (`forward_rows`), else gathered."""
-    if hasattr(block, "forward_rows"):
-        return block.forward_rows(x, rows, is_causal)
-    return gather_rows(block(x, is_causal=is_causal), rows)
-
-
-def prune_to_pooled(model: nn.Module) -> nn.Module:
-    """Let every text tower in `model` compute its last block(s) only where the pooled end-token output depends
-    on them (same outputs; MCt: ~24 % fewer FLOPs, 12-layer towers: ~6 %); in place, returns `model`."""
-    for module in model.modules():
-        if isinstance(module, TextTransformer):
-            module.prune_to_pooled = True
-    return model
+        return self.pool(self.encode(self.embed(ids)), ids.argmax(dim=-1))
 
 
 # (v1 name, edgevl name); a name ending in "." is a prefix, otherwise the whole key

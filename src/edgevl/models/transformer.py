@@ -69,23 +69,6 @@ class Attention(nn.Module):
         out = sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
-    def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
-        """The attention output at `rows` (B, R) only: queries from those rows, keys and values from all of x.
-        Under `is_causal` a row at position p sees the keys at positions ≤ p, as in `forward`."""
-        b, n, d = x.shape
-        head_dim = d // self.heads
-        q = self.project(gather_rows(x, rows), slice(0, d)).view(b, -1, self.heads, head_dim).transpose(1, 2)
-        kv = self.project(x, slice(d, None)).view(b, n, 2, self.heads, head_dim)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
-        mask = (torch.arange(n, device=x.device) <= rows[..., None]).unsqueeze(1) if is_causal else None
-        out = sdpa(q, k, v, attn_mask=mask)
-        return self.out_proj(out.transpose(1, 2).reshape(b, -1, d))
-
-
-def gather_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """x[b, rows[b, r]] for (B, L, D) tokens and (B, R) row indices: (B, R, D)."""
-    return x[torch.arange(x.shape[0], device=x.device)[:, None], rows]
-
 
 class ResidualAttentionBlock(nn.Module):
     """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)); MLP is c_fc -> act -> c_proj."""
@@ -106,11 +89,6 @@ class ResidualAttentionBlock(nn.Module):
     ) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), attn_mask=attn_mask, is_causal=is_causal)
         return x + self.mlp(self.ln_2(x))
-
-    def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
-        """The block's output at `rows` (B, R) only (see `Attention.forward_rows`), (B, R, D)."""
-        x_rows = gather_rows(x, rows) + self.attn.forward_rows(self.ln_1(x), rows, is_causal)
-        return x_rows + self.mlp(self.ln_2(x_rows))
 
 
 class Transformer(nn.Module):

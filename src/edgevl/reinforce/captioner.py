@@ -36,6 +36,7 @@ class Captioner:
     def __init__(self, spec: str, device: torch.device, precision: str = "fp32", top_p: float = 0.9,
                  temperature: float = 1.0) -> None:
         from edgevl.data.transforms import ImageTransform
+        from edgevl.fast import optimize_captioner
         from edgevl.models.factory import LOCAL_DIR, parse_model_spec
         from edgevl.models.lightcap.backbones import warn_if_untrained
         from edgevl.models.lightcap.model import create_lightcap
@@ -44,7 +45,7 @@ class Captioner:
         name, weights = parse_model_spec(spec, "captioner")
         model = create_lightcap(name, weights)
         self.backbone_trained = not warn_if_untrained(model.backbone, f"captioner {spec!r}")
-        self.model = model.optimize_for_inference().to(device).eval()
+        self.model = optimize_captioner(model).to(device).eval()
         self.weights = weights or name.removeprefix(LOCAL_DIR)
         self.weights_sha256 = sha256_file(weights_file(self.weights))
         self.device, self.precision = device, precision

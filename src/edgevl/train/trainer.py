@@ -29,9 +29,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from edgevl.errors import CheckpointError, EdgevlError
+from edgevl.fast import trim_causal_padding
 from edgevl.locks import output_lock
 from edgevl.models.checkpoint import CONFIG_NAME, folder_config
-from edgevl.models.text import trim_causal_padding
 from edgevl.progress import Progress
 from edgevl.run_layout import MODEL_DIR
 from edgevl.train.checkpoint import (

@@ -38,6 +38,8 @@ class KVCache:
 class SelfAttention(nn.Module):
     """BERT multi-head self-attention whose keys/values can come from (and go into) a KV cache."""
 
+    query_scale: float | None = None  # the attention scale; None: 1/√head_dim
+
     def __init__(self, hidden: int, heads: int) -> None:
         super().__init__()
         if hidden % heads:
@@ -50,63 +52,32 @@ class SelfAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.heads, self.head_dim).transpose(1, 2)
 
-    def pack_qkv(self) -> None:
-        """Inference: one `qkv` linear instead of three, with the 1/√head_dim attention scale folded into its query
-        rows (one weight pass and two ops less per decoding step); idempotent."""
-        if hasattr(self, "qkv"):
-            return
-        qkv = nn.Linear(self.query.in_features, 3 * self.query.out_features, device=self.query.weight.device,
-                        dtype=self.query.weight.dtype)
-        scale = self.head_dim**-0.5
-        with torch.no_grad():
-            qkv.weight.copy_(torch.cat([self.query.weight * scale, self.key.weight, self.value.weight]))
-            qkv.bias.copy_(torch.cat([self.query.bias * scale, self.key.bias, self.value.bias]))
-        self.qkv = qkv
-        del self.query, self.key, self.value
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of x [B, N, D], split into heads: [B, heads, N, head_dim] each."""
+        return self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of x [B, N, D], not split into heads."""
+        return self.key(x), self.value(x)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 cache: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> torch.Tensor:
         """`mask` [L, L] (True = attend) for a full pass; `cache` = (keys, values, start) to write x's keys/values
         at `start` and attend over everything up to them."""
-        packed = hasattr(self, "qkv")
-        if packed and cache is not None and x.shape[1] == 1 and mask is None and not torch.is_grad_enabled():
-            return self._decode_one(x, *cache)
-        if packed:
-            q, k, v = (self._split(t) for t in self.qkv(x).chunk(3, dim=-1))
-        else:
-            q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
+        q, k, v = self.project(x)
         if cache is not None:
             keys, values, start = cache
             end = start + x.shape[1]
             keys[:, :, start:end], values[:, :, start:end] = k, v
             k, v = keys[:, :, :end], values[:, :, :end]
-        y = sdpa(q, k, v, attn_mask=mask, scale=1.0 if packed else None)
+        y = sdpa(q, k, v, attn_mask=mask, scale=self.query_scale)
         return self.out(y.transpose(1, 2).flatten(2))
 
     def write_keys_values(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int) -> None:
         """Write x's keys and values into the cache at `start` without attending (no query, no output)."""
-        qkv = getattr(self, "qkv", None)
-        if type(qkv) is nn.Linear:
-            d = qkv.out_features // 3
-            k, v = F.linear(x, qkv.weight[d:], qkv.bias[d:]).chunk(2, dim=-1)
-        elif qkv is not None:  # an int8 (dynamic-quantized) projection has no weight rows to slice
-            _, k, v = qkv(x).chunk(3, dim=-1)
-        else:
-            k, v = self.key(x), self.value(x)
+        k, v = self.keys_values(x)
         end = start + x.shape[1]
         keys[:, :, start:end], values[:, :, start:end] = self._split(k), self._split(v)
-
-    def _decode_one(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int) -> torch.Tensor:
-        """One new position per row (packed, pre-scaled queries): two batched products over (row, head) pairs,
-        cheaper per decoding step than the flash kernel's setup or 4-D matmuls."""
-        b, heads, head_dim = x.shape[0], self.heads, self.head_dim
-        q, k, v = self.qkv(x).view(b, 3, heads, head_dim).unbind(1)
-        keys[:, :, start], values[:, :, start] = k, v
-        end = start + 1
-        past_keys = keys[:, :, :end].reshape(b * heads, end, head_dim)  # views: (row, head) merge without a copy
-        past_values = values[:, :, :end].reshape(b * heads, end, head_dim)
-        weights = torch.bmm(q.reshape(b * heads, 1, head_dim), past_keys.transpose(1, 2)).softmax(dim=-1)
-        return self.out(torch.bmm(weights, past_values).view(b, 1, heads * head_dim))
 
 
 class FusionLayer(nn.Module):
@@ -123,34 +94,11 @@ class FusionLayer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 cache: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> torch.Tensor:
         x = self.attention_norm(x + self.attention(x, mask, cache))
-        if hasattr(self, "ffn_in"):
-            return self.output_norm(x + self.ffn_out(erf_gelu_scaled(self.ffn_in(x))))
-        return self.output_norm(x + self.output(F.gelu(self.intermediate(x))))
+        return self.output_norm(x + self.feed_forward(x))
 
-    @torch.no_grad()
-    def pack(self) -> None:
-        """Inference: packed q/k/v (`SelfAttention.pack_qkv`), and the FFN as `ffn_in`/`ffn_out` with GELU's
-        1/√2 factors folded into their weights (`erf_gelu_scaled`); the keys change, so a packed layer cannot be
-        saved or loaded by mistake. Idempotent."""
-        self.attention.pack_qkv()
-        if hasattr(self, "ffn_in"):
-            return
-        r = 0.5**0.5
-        self.ffn_in, self.ffn_out = _scaled_copy(self.intermediate, r, r), _scaled_copy(self.output, r, 1.0)
-        del self.intermediate, self.output
-
-
-def _scaled_copy(linear: nn.Linear, weight_scale: float, bias_scale: float) -> nn.Linear:
-    copy = nn.Linear(linear.in_features, linear.out_features, device=linear.weight.device, dtype=linear.weight.dtype)
-    copy.weight.copy_(linear.weight * weight_scale)
-    copy.bias.copy_(linear.bias * bias_scale)
-    return copy
-
-
-def erf_gelu_scaled(u: torch.Tensor) -> torch.Tensor:
-    """√2·GELU(√2·u) = u + u·erf(u): exact GELU in two cheap ops when the 1/√2 factors live in the weights around
-    it (PyTorch's erf GELU costs ~9 µs on a 1200-wide decoding row, these two ~2 µs)."""
-    return torch.addcmul(u, u, torch.erf(u))
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The GELU feed-forward network (without its residual add and norm)."""
+        return self.output(F.gelu(self.intermediate(x)))
 
 
 def seq2seq_mask(prefix_len: int, caption_len: int, device: torch.device | None = None) -> torch.Tensor:

@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgevl.models.lightcap.fusion import erf_gelu_scaled
-
 
 class PredictionHead(nn.Module):
     """BERT LM head transform (dense + GELU + LayerNorm) and a private output bias; the output matrix is the
@@ -34,34 +32,14 @@ class EnsembleHead(nn.Module):
             raise ValueError(f"the ensemble head needs at least one head, got {num_heads}")
         self.heads = nn.ModuleList(PredictionHead(hidden, vocab_size) for _ in range(num_heads))
         self.output: nn.Module | None = None  # an int8 copy of the tied table, set by `quantize`
-        self.packed = False
 
-    @torch.no_grad()
-    def pack(self) -> None:
-        """Inference: the heads' dense layers as one GEMM (scaled by GELU's 1/√2), their LayerNorms as one
-        normalization plus one affine op, and their biases pre-stacked: 3 heads cost one head's op count per
-        decoding step. Idempotent."""
-        heads, r = self.heads, 0.5**0.5  # r: GELU's 1/√2, see `_transform`
-        for name, tensors in (
-            ("dense_weight", [h.dense.weight for h in heads]), ("dense_bias", [h.dense.bias for h in heads]),
-        ):
-            self.register_buffer(name, torch.cat(tensors).detach() * r)
-        for name, tensors in (
-            ("norm_weight", [h.norm.weight for h in heads]), ("norm_bias", [h.norm.bias for h in heads]),
-            ("output_bias", [h.bias for h in heads]),
-        ):
-            self.register_buffer(name, torch.stack(tensors).detach().clone())
-        self.packed = True
-
-    def _transform(self, x: torch.Tensor) -> torch.Tensor:
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
         """Every head's transform of [..., D] hidden states: [num_heads, ..., D]."""
-        if not self.packed:
-            return torch.stack([head(x) for head in self.heads])
-        n, d = len(self.heads), x.shape[-1]
-        # erf_gelu_scaled gives √2·GELU; the LayerNorm after it is scale-invariant (up to its 1e-12 eps)
-        h = erf_gelu_scaled(F.linear(x, self.dense_weight, self.dense_bias)).view(*x.shape[:-1], n, d)
-        h = torch.addcmul(self.norm_bias, F.layer_norm(h, (d,), eps=self.heads[0].norm.eps), self.norm_weight)
-        return h.movedim(-2, 0).contiguous()
+        return torch.stack([head(x) for head in self.heads])
+
+    def biases(self) -> torch.Tensor:
+        """The heads' output biases, [num_heads, vocab]."""
+        return torch.stack([head.bias for head in self.heads])
 
     def quantize(self, word_embeddings: torch.Tensor) -> None:
         """Use an int8 dynamic-quantized copy of the tied output table (inference). The small head transforms stay
@@ -77,10 +55,9 @@ class EnsembleHead(nn.Module):
 
         One matrix product for all heads, so the (large) tied table is read once per step.
         """
-        hidden = self._transform(x)
-        bias = self.output_bias if self.packed else torch.stack([head.bias for head in self.heads])
+        hidden = self.transform(x)
         logits = self.output(hidden) if self.output is not None else F.linear(hidden, word_embeddings)
-        return logits + bias.view(len(self.heads), *([1] * (x.dim() - 1)), -1)
+        return logits + self.biases().view(len(self.heads), *([1] * (x.dim() - 1)), -1)
 
     def log_probs(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         """log of the mean of the heads' softmax distributions: [..., vocab] (in log space, so a token far below

@@ -105,17 +105,11 @@ class LightCap(nn.Module):
         return self
 
     def optimize_for_inference(self) -> LightCap:
-        """`fold_backbone`, then the CPU speed-ups of `edgevl.optimize_for_inference` on the backbone (conv+BN
-        folded, channels_last, 1×1 convs as GEMMs, GELU fused), then the fusion layers and prediction heads packed
-        (`FusionLayer.pack`, `EnsembleHead.pack`): for captioning, not for export, training or saving."""
-        from edgevl.models.optimize import optimize_modules
+        """This model made fast for CPU captioning, in place: `edgevl.fast.optimize_captioner(self)` (the folded
+        backbone optimized as an image tower, the decoder packed). Not for export, training or saving."""
+        from edgevl.fast import optimize_captioner
 
-        self.fold_backbone()
-        optimize_modules(self.backbone)
-        for layer in self.fusion.layers:
-            layer.pack()
-        self.head.pack()
-        return self
+        return optimize_captioner(self)
 
     def quantize_decoder(self) -> LightCap:
         """int8 dynamic quantization of the fusion layers and the tied output table, in

@@ -11,17 +11,13 @@ import torch
 import torch.nn.functional as F
 
 import edgevl
-from edgevl.models.optimize import (
-    PackedAttention,
-    PackedConv,
-    PackedLinear,
-    PackedWeight,
-    _fusion_available,
-    optimize_for_inference,
-)
+from edgevl import backend
+from edgevl.fast import optimize_for_inference
+from edgevl.fast.packed import PackedAttention, PackedConv, PackedLinear, PackedWeight
+from edgevl.fast.text import attention_rows
 from edgevl.models.transformer import Attention
 
-pytestmark = pytest.mark.skipif(not _fusion_available(), reason="this torch build has no oneDNN fused ops")
+pytestmark = pytest.mark.skipif(not backend.available(), reason="this torch build has no oneDNN fused ops")
 
 
 def _linear(bias: bool = True) -> PackedLinear:
@@ -115,5 +111,6 @@ def test_packed_attention_equals_attention_for_all_and_selected_rows():
     with torch.inference_mode():
         for causal in (False, True):
             assert torch.allclose(packed(x, is_causal=causal), attn(x, is_causal=causal), atol=1e-5)
-            assert torch.allclose(packed.forward_rows(x, rows, causal), attn.forward_rows(x, rows, causal), atol=1e-5)
+            got, ref = attention_rows(packed, x, rows, causal), attention_rows(attn, x, rows, causal)
+            assert torch.allclose(got, ref, atol=1e-5)
     assert len(packed.packs) == 3  # [q; k; v], q and [k; v], each packed once

@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 
 import edgevl
+from edgevl.fast import optimize_for_inference
+from edgevl.fast.packed import PointwiseLinear
+from edgevl.fast.text import PooledText, TrimmedText
 from edgevl.models.blocks import ConvNorm
-from edgevl.models.optimize import PointwiseLinear, optimize_for_inference
+from edgevl.models.text import TextTransformer
 
 
 def _randomize_bn(model: torch.nn.Module) -> None:
@@ -50,7 +53,7 @@ def test_causal_text_trimming_is_exact():
     model = edgevl.create_model("world-teacher-vit")
     assert model.text.causal
     fast = optimize_for_inference(model)
-    assert fast.text.trim_causal_padding and not model.text.trim_causal_padding
+    assert isinstance(fast.text, TrimmedText) and type(model.text) is TextTransformer
     ids = edgevl.get_tokenizer("world-teacher-vit")(["a red circle", "two small blue squares above a star", ""])
     with torch.inference_mode():
         assert torch.allclose(fast.encode_text(ids), model.encode_text(ids), atol=1e-5)
@@ -66,7 +69,8 @@ def _randomize_layer_scales(model: torch.nn.Module) -> None:
 def test_fused_feed_forward_matches_eager_on_every_block_kind():
     """MCi RepMixer + attention blocks (image), MCt conv blocks and transformer blocks (text), with layer scales
     of ~0.5 folded into the second GEMM: fused equals eager, and every GELU FFN was fused."""
-    from edgevl.models.optimize import FusedAttentionBlock, FusedConvBlock, FusedResidualAttentionBlock, PackedConv
+    from edgevl.fast.fused import FusedAttentionBlock, FusedConvBlock, FusedResidualAttentionBlock
+    from edgevl.fast.packed import PackedConv
 
     torch.manual_seed(0)
     model = edgevl.create_model("MobileCLIP-S0", image_size=64)
@@ -106,7 +110,7 @@ def test_quickgelu_towers_keep_their_activation():
 def test_fused_ffn_row_tiles_equal_one_pass(monkeypatch):
     """Large inputs run fc1 → GELU → fc2 in row tiles (the last one short); the result equals the untiled
     formula, and small inputs stay in one tile."""
-    from edgevl.models.optimize import FusedFFN
+    from edgevl.fast.fused import FusedFFN
 
     torch.manual_seed(0)
     fc1, fc2 = torch.nn.Linear(8, 24), torch.nn.Linear(24, 8)
@@ -129,13 +133,15 @@ def test_fused_ffn_row_tiles_equal_one_pass(monkeypatch):
 def test_channel_multiplier_convs_split_into_depthwise_convs():
     """MCi's downsampling and final grouped convs (m = 2 output channels per input channel) become m depthwise
     convs with interleaved outputs: equal to the grouped conv in both memory formats, and for m = 3."""
-    from edgevl.models.optimize import MultiplierDepthwiseConv, split_channel_multiplier_convs
+    from edgevl.fast import TABLE, replace_modules
+    from edgevl.fast.packed import MultiplierDepthwiseConv
 
+    channels_last = next(stage for stage in TABLE if stage.name == "channels_last")
     torch.manual_seed(0)
     for m, stride, bias in ((2, 2, True), (3, 1, False)):
         conv = torch.nn.Conv2d(5, 5 * m, 3, stride=stride, padding=1, groups=5, bias=bias)
         holder = torch.nn.Sequential(conv)
-        assert split_channel_multiplier_convs(holder) == 1 and isinstance(holder[0], MultiplierDepthwiseConv)
+        assert replace_modules(holder, channels_last.forms) is holder and isinstance(holder[0], MultiplierDepthwiseConv)
         x = torch.randn(2, 5, 9, 9)
         with torch.inference_mode():
             for inp in (x, x.contiguous(memory_format=torch.channels_last)):
@@ -143,16 +149,18 @@ def test_channel_multiplier_convs_split_into_depthwise_convs():
                 assert torch.allclose(out, conv(inp), atol=1e-6)
                 assert out.is_contiguous(memory_format=torch.channels_last) == (inp is not x)
     plain = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, groups=4), torch.nn.Conv2d(4, 8, 3, groups=2))
-    assert split_channel_multiplier_convs(plain) == 0
+    replace_modules(plain, channels_last.forms)
+    assert [type(mod) for mod in plain] == [torch.nn.Conv2d, torch.nn.Conv2d]  # neither conv was replaced
     fast = optimize_for_inference(edgevl.create_model("MobileCLIP-S0", image_size=64))
     assert sum(isinstance(mod, MultiplierDepthwiseConv) for mod in fast.modules()) == 4
 
 
 def _full_text(fast: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `fast` whose text tower computes every row of its last blocks (trimmed, but not pruned)."""
     import copy
 
     full = copy.deepcopy(fast)
-    full.text.prune_to_pooled = False
+    full.text = TrimmedText(full.text)
     return full
 
 
@@ -166,7 +174,7 @@ def test_pooled_pruning_is_exact_on_mct_causal_and_bidirectional_towers():
         _randomize_bn(model)
         _randomize_layer_scales(model)
         fast = optimize_for_inference(model)
-        assert fast.text.prune_to_pooled and not model.text.prune_to_pooled
+        assert isinstance(fast.text, PooledText) and type(model.text) is TextTransformer
         ids = edgevl.get_tokenizer(name)(texts)
         assert ids.argmax(-1).tolist()[::2] == [2, model.context_length - 1]
         with torch.inference_mode():
@@ -195,7 +203,7 @@ def test_pooled_pruning_runs_the_last_blocks_on_few_rows():
     with torch.inference_mode():
         fast.encode_text(ids)
         assert rows == {"before": 2 * 21, "last": 2}
-        fast.text.prune_to_pooled = False
+        fast.text = TrimmedText(fast.text)  # pruning off
         fast.encode_text(ids)
         assert rows == {"before": 2 * 77, "last": 2 * 77}
 
