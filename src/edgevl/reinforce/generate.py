@@ -20,6 +20,7 @@ import torch
 
 from edgevl.data.augment import AugmentConfig, encode_paug, sample_record
 from edgevl.data.readers import SkipLog
+from edgevl.distributed import DistInfo, barrier, cleanup, init_distributed
 from edgevl.errors import ConfigError
 from edgevl.io import atomic_write_text, sha256_file
 from edgevl.locks import output_lock
@@ -177,8 +178,6 @@ def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     Returns the manifest (on every rank, after rank 0 wrote it). Rank 0 holds the output folder's lock, so a
     second run on the same `out` fails at once instead of mixing its shards in.
     """
-    from edgevl.train.distributed import cleanup, init_distributed
-
     cfg.check()
     joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     info = init_distributed(cfg.device, timeout_s=BARRIER_TIMEOUT_S)
@@ -190,10 +189,8 @@ def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
             cleanup()
 
 
-def _reinforce(cfg: ReinforceConfig, info: Any) -> dict[str, Any]:
+def _reinforce(cfg: ReinforceConfig, info: DistInfo) -> dict[str, Any]:
     """The body of `reinforce`, run while rank 0 holds the output folder's lock."""
-    from edgevl.train.distributed import barrier
-
     out = Path(cfg.out)
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
     inputs = InputShards(cfg.data, cfg.shard_size, cfg.strict)

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
+from edgevl.distributed import cleanup, init_distributed
 from edgevl.errors import ConfigError
 from edgevl.train.config import TrainConfig
-from edgevl.train.distributed import cleanup, init_distributed
 from edgevl.train.losses import DistillConfig
 from edgevl.train.trainer import TeacherEnsemble, Trainer, seed_everything
 
