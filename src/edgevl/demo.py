@@ -86,7 +86,7 @@ def reinforce_student_data(train_tar: str, out: Path, models: dict[str, Path], s
     from edgevl.reinforce.config import ReinforceConfig
     from edgevl.reinforce.generate import STATE_DIR, ShardJob, shard_name
     from edgevl.reinforce.inputs import InputShards
-    from edgevl.reinforce.manifest import build_manifest, write_manifest
+    from edgevl.reinforce.manifest import build_manifest
     from edgevl.reinforce.teachers import OnlineTeacher
     from edgevl.world_models import TEACHER_NAMES
 
@@ -107,7 +107,7 @@ def reinforce_student_data(train_tar: str, out: Path, models: dict[str, Path], s
     job = ShardJob(cfg, inputs, teachers, [captioner], aug, folder)
     with tqdm(total=settings.n_train, unit="sample", desc="reinforce", disable=not progress) as bar:
         stats = [job.run(shard, bar) for shard in range(len(inputs))]
-    write_manifest(folder, build_manifest(cfg, inputs, teachers, [captioner], aug, stats))
+    build_manifest(cfg, inputs, teachers, [captioner], aug, stats).write(folder)
     return f"reinforced:{folder / shard_name(0)}"
 
 

@@ -20,6 +20,7 @@ import torch
 
 from edgevl.data.augment import AugmentConfig, encode_paug, sample_record
 from edgevl.data.readers import SkipLog
+from edgevl.data.readers.reinforced_manifest import ReinforcedManifest
 from edgevl.distributed import DistInfo, barrier, cleanup, init_distributed
 from edgevl.errors import ConfigError
 from edgevl.io import atomic_write_text, sha256_file
@@ -28,10 +29,9 @@ from edgevl.progress import Progress
 from edgevl.reinforce.captioner import Captioner, syn_key
 from edgevl.reinforce.config import ReinforceConfig
 from edgevl.reinforce.inputs import InputSample, InputShards, member_key, seed_for
-from edgevl.reinforce.manifest import build_manifest, write_manifest
+from edgevl.reinforce.manifest import build_manifest
 from edgevl.reinforce.storage import ShardWriter, check_storage, embedding_blob
 from edgevl.reinforce.teachers import OnlineTeacher
-from edgevl.run_layout import REINFORCED_MANIFEST
 
 STATE_DIR = "_state"
 SETTINGS = "settings.json"
@@ -175,8 +175,8 @@ def _progress_total(inputs: InputShards, shards: Sequence[int]) -> int | None:
 def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     """Reinforce `cfg.data` into `cfg.out`; under torchrun each rank takes a disjoint set of pending shards.
 
-    Returns the manifest (on every rank, after rank 0 wrote it). Rank 0 holds the output folder's lock, so a
-    second run on the same `out` fails at once instead of mixing its shards in.
+    Returns the manifest's JSON content (on every rank, after rank 0 wrote it). Rank 0 holds the output folder's
+    lock, so a second run on the same `out` fails at once instead of mixing its shards in.
     """
     cfg.check()
     joined = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -218,9 +218,8 @@ def _reinforce(cfg: ReinforceConfig, info: DistInfo) -> dict[str, Any]:
         missing = [shard_name(i) for i, s in enumerate(stats) if s is None]
         if missing:
             raise ConfigError(f"shards not finished: {', '.join(missing[:5])}; run again to complete them")
-        manifest = build_manifest(cfg, inputs, teachers, captioners, aug, stats)
-        write_manifest(out, manifest)
+        build_manifest(cfg, inputs, teachers, captioners, aug, stats).write(out)
         for stray in out.glob(".*.tmp"):
             stray.unlink(missing_ok=True)
     barrier()
-    return json.loads((out / REINFORCED_MANIFEST).read_text(encoding="utf-8"))
+    return ReinforcedManifest.read(out).to_dict()
