@@ -36,6 +36,8 @@ from edgevl.reinforce.teachers import OnlineTeacher
 STATE_DIR = "_state"
 SETTINGS = "settings.json"
 BARRIER_TIMEOUT_S = 7 * 24 * 3600.0  # ranks that finish early wait for the slowest one at the final barrier
+# settings a run started by an older edgevl did not record, with the value it used
+SETTINGS_ADDED_LATER = {"aug_scale": list(AugmentConfig.scale), "aug_ops": AugmentConfig.num_ops}
 
 
 def shard_name(index: int) -> str:
@@ -159,7 +161,7 @@ def _check_settings(out: Path, settings: dict[str, Any], shards: int) -> None:
     path = out / STATE_DIR / SETTINGS
     if not path.is_file() or all(completed_stats(out, i) is None for i in range(shards)):
         return
-    old = json.loads(path.read_text(encoding="utf-8"))
+    old = {**SETTINGS_ADDED_LATER, **json.loads(path.read_text(encoding="utf-8"))}
     changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
     if changed:
         raise ConfigError(f"{out} holds a run with different settings ({', '.join(changed)}); "
@@ -202,7 +204,7 @@ def _reinforce(cfg: ReinforceConfig, info: DistInfo) -> dict[str, Any]:
     teachers = [OnlineTeacher(spec, info.device, cfg.precision, scale) for spec, scale in zip(cfg.teachers, scales)]
     captioners = [Captioner(spec, info.device, cfg.precision, cfg.top_p, cfg.temperature) for spec in cfg.captioners]
     aug = AugmentConfig(size=cfg.aug_size or teachers[0].size, interpolation=teachers[0].interpolation,
-                        mean=teachers[0].mean, std=teachers[0].std)
+                        scale=cfg.aug_scale, num_ops=cfg.aug_ops, mean=teachers[0].mean, std=teachers[0].std)
     if info.is_main:  # only now that everything loaded, so a failed start leaves no settings behind
         atomic_write_text(out / STATE_DIR / SETTINGS, json.dumps(cfg.settings(), indent=1, sort_keys=True) + "\n")
     barrier()  # every rank listed the pending shards before any rank writes one
