@@ -107,6 +107,7 @@ def train_student(mode: str, data_spec: str, out: Path, settings: DemoSettings, 
     made: list[CurveTrainer] = []
 
     def curve_trainer(*args: Any, **kwargs: Any) -> CurveTrainer:
+        """The loop `train()` runs: the generic one, scored on the world tasks (first at step 0)."""
         made.append(CurveTrainer(*args, eval_set=eval_set, **kwargs))
         made[-1].curve.append({"step": 0, **made[-1].world_eval()})
         return made[-1]
