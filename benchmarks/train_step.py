@@ -29,11 +29,11 @@ from torch.utils.data import Dataset
 
 from edgevl.data.readers.reinforced import ReinforcedSample
 from edgevl.data.transforms import OPENAI_MEAN, OPENAI_STD
+from edgevl.distributed import DistInfo
 from edgevl.models.factory import create_model, parse_model_spec, preprocess_cfg_for, split_model_specs
 from edgevl.models.lightcap.decoding import sample_nucleus
 from edgevl.tokenizer import get_tokenizer
 from edgevl.train.config import TrainConfig
-from edgevl.train.distributed import DistInfo
 from edgevl.train.launch import _norm
 from edgevl.train.losses import DistillConfig
 from edgevl.train.trainer import TeacherEnsemble, Trainer

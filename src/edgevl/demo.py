@@ -2,9 +2,9 @@
 
 1. Make a small *noisy* student dataset (web-style captions) of world images.
 2. Reinforce it with the shipped world teachers and captioner (stored augmentations, teacher embeddings,
-   synthetic captions; the `edgevl reinforce` shard layout).
-3. Train the same tiny MCi student twice, same seed, steps, batch and samples: plain CLIP on the noisy
-   captions, and multi-modal reinforced training on the reinforced shards.
+   synthetic captions) through `reinforce()`, as `edgevl reinforce run` does.
+3. Train the same tiny MCi student twice through `train()`, as `edgevl train` does, same seed, steps, batch and
+   samples: plain CLIP on the noisy captions, and multi-modal reinforced training on the reinforced shards.
 4. Evaluate both every k steps (zero-shot accuracy on each world task, held-out compositions, retrieval),
    caption a few test images, and write `report.md` and the plots.
 """
@@ -16,11 +16,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from edgevl.data.world import HEADLINE_TASK
 from edgevl.errors import ConfigError
-from edgevl.world_models.evaluate import CurveTrainer, EvalSet, evaluate_world
+from edgevl.world_models.evaluate import CurveTrainer, EvalSet
 
 STUDENT = "world-student-mci"
 RUNS = ("plain", "reinforced")
@@ -50,6 +48,8 @@ class DemoSettings:
 FULL = DemoSettings()
 QUICK = DemoSettings(n_train=256, steps=150, batch_size=32, eval_every=50, n_test=160, n_heldout=64, num_augs=2,
                      num_syn_captions=2, warmup=10, n_examples=4)
+# the plain student's training transform: open_clip's standard one, a bicubic random-resized crop at scale 0.9-1
+PLAIN_AUGMENTATION = {"scale": (0.9, 1.0), "num_ops": 0, "interpolation": "bicubic"}
 
 
 def steps_to_reach(curve: list[dict[str, float]], target: float, key: str = HEADLINE_TASK) -> int | None:
@@ -77,84 +77,45 @@ def make_student_data(out: Path, settings: DemoSettings, world_seed: int) -> str
 
 def reinforce_student_data(train_tar: str, out: Path, models: dict[str, Path], settings: DemoSettings,
                            seed: int, progress: bool) -> str:
-    """Reinforce the student data with the world teachers and captioner (`edgevl reinforce` shards and
-    manifest), with the stored augmentations' crop scale set for 64 px images; returns the reader spec."""
-    from tqdm import tqdm
-
-    from edgevl.data.augment import AugmentConfig
-    from edgevl.reinforce.captioner import Captioner
+    """Reinforce the student data with the world teachers and captioner (`edgevl reinforce run`), with the stored
+    augmentations' crop scale and RandAugment ops of `settings`; returns the reader spec."""
     from edgevl.reinforce.config import ReinforceConfig
-    from edgevl.reinforce.generate import STATE_DIR, ShardJob, shard_name
-    from edgevl.reinforce.inputs import InputShards
-    from edgevl.reinforce.manifest import build_manifest, write_manifest
-    from edgevl.reinforce.teachers import OnlineTeacher
+    from edgevl.reinforce.generate import reinforce, shard_name
     from edgevl.world_models import TEACHER_NAMES
 
     folder = out / "data" / "reinforced"
-    (folder / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    cfg = ReinforceConfig(data=train_tar, out=str(folder), teachers=tuple(str(models[n]) for n in TEACHER_NAMES),
-                          captioner=str(models["captioner"]),
-                          num_augs=settings.num_augs, num_syn_captions=settings.num_syn_captions,
-                          dtype="fp16", seed=seed, batch_size=64, shard_size=settings.n_train, device="cpu",
-                          progress=progress)
-    cfg.check()
-    device = torch.device("cpu")
-    inputs = InputShards(cfg.data, cfg.shard_size)
-    teachers = [OnlineTeacher(spec, device) for spec in cfg.teachers]
-    captioner = Captioner(cfg.captioner, device)
-    aug = AugmentConfig(size=teachers[0].size, interpolation=teachers[0].interpolation, scale=settings.aug_scale,
-                        num_ops=settings.aug_ops, mean=teachers[0].mean, std=teachers[0].std)
-    job = ShardJob(cfg, inputs, teachers, [captioner], aug, folder)
-    with tqdm(total=settings.n_train, unit="sample", desc="reinforce", disable=not progress) as bar:
-        stats = [job.run(shard, bar) for shard in range(len(inputs))]
-    write_manifest(folder, build_manifest(cfg, inputs, teachers, [captioner], aug, stats))
+    reinforce(ReinforceConfig(data=train_tar, out=str(folder), teachers=tuple(str(models[n]) for n in TEACHER_NAMES),
+                              captioner=str(models["captioner"]), num_augs=settings.num_augs,
+                              num_syn_captions=settings.num_syn_captions, dtype="fp16", seed=seed, batch_size=64,
+                              shard_size=settings.n_train, aug_scale=settings.aug_scale, aug_ops=settings.aug_ops,
+                              device="cpu", progress=progress))
     return f"reinforced:{folder / shard_name(0)}"
 
 
 def train_student(mode: str, data_spec: str, out: Path, settings: DemoSettings, seed: int,
                   eval_set: EvalSet) -> tuple[Any, list[dict[str, float]]]:
-    """Train the student in `mode` ('clip' or 'reinforced'); returns the model and its accuracy curve."""
-    from edgevl.data.augment import AugmentConfig, TrainTransform
-    from edgevl.data.readers import open_dataset
-    from edgevl.data.transforms import normalize, to_tensor
-    from edgevl.models.factory import create_model_and_transforms
-    from edgevl.tokenizer import get_tokenizer
+    """Train the student in `mode` ('clip' or 'reinforced') with `edgevl train`'s `train()`, evaluated on the world
+    tasks at step 0 and every `eval_every` steps; returns the model and its accuracy curve."""
     from edgevl.train.config import TrainConfig
-    from edgevl.train.losses import DistillConfig
-    from edgevl.train.trainer import seed_everything
-    from edgevl.world_models.data import pixel_transform
+    from edgevl.train.launch import train
 
     name = "plain" if mode == "clip" else "reinforced"
     cfg = TrainConfig(model=STUDENT, train_data=data_spec, mode=mode, name=name, logs=str(out / "runs"),
                       steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr, warmup=settings.warmup,
                       wd=0.1, eval_every=settings.eval_every, distill_lambda=settings.distill_lambda,
                       log_every=10, seed=seed, device="cpu")
-    seed_everything(seed)
-    model, _, _ = create_model_and_transforms(STUDENT)
-    pp = model.preprocess_cfg
-    mean, std, size = tuple(pp["mean"]), tuple(pp["std"]), int(pp["size"])
-    tokenizer = get_tokenizer(context_length=model.context_length)
-    common = {"tokenizer": tokenizer, "seed": seed, "caption": "random", "skip_log_dir": cfg.run_dir / "skips"}
-    distill = None
-    if mode == "clip":  # open_clip's standard training transform: random-resized crop at scale 0.9-1
-        standard = TrainTransform(AugmentConfig(size=size, scale=(0.9, 1.0), num_ops=0, mean=mean, std=std))
-        data = open_dataset(f"wds:{data_spec}", transform=standard, **common)
-    else:
-        from edgevl.train.manifest import check_reinforced_data
+    made: list[CurveTrainer] = []
 
-        teachers, scales = check_reinforced_data(data_spec, None)
-        distill = DistillConfig(tuple(t.embed_dim for t in teachers), scales, settings.distill_lambda)
-        data = open_dataset(data_spec, transform=lambda im: normalize(to_tensor(im), mean, std), size=size,
-                            interpolation=pp.get("interpolation", "bilinear"), **common)
-    transform = pixel_transform(mean, std)
+    def curve_trainer(*args: Any, **kwargs: Any) -> CurveTrainer:
+        """The loop `train()` runs: the generic one, scored on the world tasks (first at step 0)."""
+        made.append(CurveTrainer(*args, eval_set=eval_set, **kwargs))
+        made[-1].curve.append({"step": 0, **made[-1].world_eval()})
+        return made[-1]
 
-    def world_eval(m: Any, retrieval: bool = False) -> dict[str, float]:
-        return evaluate_world(m, tokenizer, transform, eval_set, retrieval=retrieval)
-
-    trainer = CurveTrainer(cfg, model, data, tokenizer=tokenizer, distill=distill, world_eval=world_eval)
-    trainer.curve.append({"step": 0, **world_eval(model)})
-    trainer.fit()
-    final = world_eval(model.eval(), retrieval=True)
+    train(cfg, aug_cfg=PLAIN_AUGMENTATION if mode == "clip" else None, trainer=curve_trainer)
+    trainer = made[0]
+    model = trainer.model.eval()
+    final = trainer.world_eval(retrieval=True)
     return model, [*(p for p in trainer.curve if p["step"] < settings.steps), {"step": settings.steps, **final}]
 
 

@@ -73,7 +73,7 @@ def test_fused_feed_forward_matches_eager_on_every_block_kind():
     from edgevl.fast.packed import PackedConv
 
     torch.manual_seed(0)
-    model = edgevl.create_model("MobileCLIP-S0", image_size=64)
+    model = edgevl.create_model("MobileCLIP-S0", vision_cfg={"image_size": 64})
     _randomize_bn(model)
     _randomize_layer_scales(model)
     fast = optimize_for_inference(model)
@@ -99,7 +99,7 @@ def test_fused_feed_forward_matches_eager_on_every_block_kind():
 
 def test_quickgelu_towers_keep_their_activation():
     torch.manual_seed(0)
-    model = edgevl.create_model("ViT-B-32-quickgelu", image_size=64)
+    model = edgevl.create_model("ViT-B-32-quickgelu", vision_cfg={"image_size": 64})
     fast = optimize_for_inference(model)
     assert not any(type(m).__name__.startswith("Fused") for m in fast.modules())
     ids = edgevl.get_tokenizer("ViT-B-32-quickgelu")(["a dog"])
@@ -151,7 +151,7 @@ def test_channel_multiplier_convs_split_into_depthwise_convs():
     plain = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, groups=4), torch.nn.Conv2d(4, 8, 3, groups=2))
     replace_modules(plain, channels_last.forms)
     assert [type(mod) for mod in plain] == [torch.nn.Conv2d, torch.nn.Conv2d]  # neither conv was replaced
-    fast = optimize_for_inference(edgevl.create_model("MobileCLIP-S0", image_size=64))
+    fast = optimize_for_inference(edgevl.create_model("MobileCLIP-S0", vision_cfg={"image_size": 64}))
     assert sum(isinstance(mod, MultiplierDepthwiseConv) for mod in fast.modules()) == 4
 
 
@@ -170,7 +170,7 @@ def test_pooled_pruning_is_exact_on_mct_causal_and_bidirectional_towers():
     texts = ["a", "a photo of a small red car parked on the street", "word " * 90]
     for name in ("MobileCLIP-S0", "MobileCLIP-S1", "world-teacher-vit"):
         torch.manual_seed(0)
-        model = edgevl.create_model(name, image_size=64)
+        model = edgevl.create_model(name, vision_cfg={"image_size": 64})
         _randomize_bn(model)
         _randomize_layer_scales(model)
         fast = optimize_for_inference(model)
@@ -187,7 +187,7 @@ def test_pooled_pruning_runs_the_last_blocks_on_few_rows():
     """MCt: the last conv block's FFN sees one row per text, the attention block before it a 21-row window;
     with pruning off both see all 77 rows."""
     torch.manual_seed(0)
-    fast = optimize_for_inference(edgevl.create_model("MobileCLIP-S0", image_size=64))
+    fast = optimize_for_inference(edgevl.create_model("MobileCLIP-S0", vision_cfg={"image_size": 64}))
     *_, before, last = fast.text.transformer.resblocks
     rows: dict[str, int] = {}
 
@@ -232,7 +232,7 @@ def test_pooled_pruning_of_a_one_block_tower():
     texts = ["a", "a photo of a small red car"]
     for name, text_cfg in (("world-teacher-vit", {"layers": 1}), ("MobileCLIP-S0", {"layers": 1})):
         torch.manual_seed(0)
-        model = edgevl.create_model(name, image_size=64, text_cfg=text_cfg)
+        model = edgevl.create_model(name, vision_cfg={"image_size": 64}, text_cfg=text_cfg)
         _randomize_bn(model)
         fast = optimize_for_inference(model)
         ids = edgevl.get_tokenizer(name)(texts)

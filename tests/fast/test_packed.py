@@ -56,7 +56,7 @@ def test_packed_weight_is_rebuilt_when_the_weight_changes_in_place_or_is_replace
 
 def test_state_dict_deepcopy_and_pickle_hold_no_packed_tensors():
     torch.manual_seed(0)
-    fast = optimize_for_inference(edgevl.create_model("MobileCLIP-S0", image_size=64))
+    fast = optimize_for_inference(edgevl.create_model("MobileCLIP-S0", vision_cfg={"image_size": 64}))
     x = torch.rand(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     ids = edgevl.tokenize(["a small red car"], 77)
     with torch.inference_mode():

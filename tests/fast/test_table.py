@@ -42,11 +42,11 @@ def test_every_mapped_reference_block_is_replaced():
     used: set[type] = set()
     for name in ("MobileCLIP-S0", "world-teacher-vit", "ViT-B-32-quickgelu"):
         torch.manual_seed(0)
-        model = edgevl.create_model(name, **({} if name.startswith("world") else {"image_size": 64}))
+        model = edgevl.create_model(name, **({} if name.startswith("world") else {"vision_cfg": {"image_size": 64}}))
         used |= {type(m) for m in model.modules()}
         fast = optimize_for_inference(model)
         assert _left_over(fast, encoder) == [], name
-    s0 = optimize_for_inference(edgevl.create_model("MobileCLIP-S0", image_size=64))
+    s0 = optimize_for_inference(edgevl.create_model("MobileCLIP-S0", vision_cfg={"image_size": 64}))
     kinds = {type(m) for m in s0.modules()}
     gone = {ConvNorm, TextRepMixerBlock, ResidualAttentionBlock, Attention, TextTransformer, torch.nn.Linear}
     assert not kinds & gone

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from train_helpers import TEACHER_DIMS, ToyPairs, config, tiny_clip
 
 from edgevl.data.readers.base import collate_samples
-from edgevl.train.distributed import DistInfo, cleanup, init_distributed
+from edgevl.distributed import DistInfo, cleanup, init_distributed
 from edgevl.train.losses import DistillConfig
 from edgevl.train.trainer import Trainer
 

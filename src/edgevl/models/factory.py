@@ -27,6 +27,7 @@ from edgevl.models.checkpoint import (
     to_edgevl_layout,
 )
 from edgevl.models.clip import CLIP, TrunkVisual
+from edgevl.models.config import ModelConfig, TextConfig, VisionConfig
 from edgevl.models.registry import get_model_config
 from edgevl.models.text import TextTransformer
 
@@ -59,32 +60,29 @@ def split_model_specs(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
-def build_text_tower(text_cfg: dict, embed_dim: int, quick_gelu: bool = False) -> TextTransformer:
+def build_text_tower(text_cfg: TextConfig | dict, embed_dim: int, quick_gelu: bool = False) -> TextTransformer:
     """Text tower from an open_clip `text_cfg` (plus edgevl's `model_type: "mct"` and `pos_embed_mode`)."""
-    model_type = text_cfg.get("model_type", "transformer")
-    if model_type not in ("transformer", "mct"):
-        raise ConfigError(f"unknown text model_type {model_type!r} (expected 'transformer' or 'mct')")
-    width = text_cfg.get("width", 512)
+    cfg = text_cfg if isinstance(text_cfg, TextConfig) else TextConfig.from_dict(text_cfg)
     return TextTransformer(
-        context_length=text_cfg.get("context_length", 77),
-        vocab_size=text_cfg.get("vocab_size", 49408),
-        width=width,
-        heads=text_cfg.get("heads", width // 64),
-        layers=text_cfg.get("layers", 12),
+        context_length=cfg.context_length,
+        vocab_size=cfg.vocab_size,
+        width=cfg.width,
+        heads=cfg.heads if cfg.heads is not None else cfg.width // 64,
+        layers=cfg.layers,
         output_dim=embed_dim,
-        mlp_ratio=text_cfg.get("mlp_ratio", 4.0),
-        causal=not text_cfg.get("no_causal_mask", False),
+        mlp_ratio=cfg.mlp_ratio,
+        causal=not cfg.no_causal_mask,
         act="quick_gelu" if quick_gelu else "gelu",
-        pos_embed_mode=text_cfg.get("pos_embed_mode", "slice"),
-        repmixer_kernel=text_cfg.get("repmixer_kernel_size", 11) if model_type == "mct" else 0,
+        pos_embed_mode=cfg.pos_embed_mode,
+        repmixer_kernel=cfg.repmixer_kernel_size if cfg.model_type == "mct" else 0,
     )
 
 
-def build_vision_tower(vision_cfg: dict, embed_dim: int, quick_gelu: bool = False) -> nn.Module:
+def build_vision_tower(vision_cfg: VisionConfig | dict, embed_dim: int, quick_gelu: bool = False) -> nn.Module:
     """Image tower: a timm-style trunk (`timm_model_name`, extra `timm_model_kwargs`) wrapped as
     `visual.trunk`, or the OpenAI ViT from native keys (`image_size`, `layers`, `width`, `patch_size`)."""
-    name = vision_cfg.get("timm_model_name")
-    kwargs = dict(vision_cfg.get("timm_model_kwargs", {}))
+    cfg = vision_cfg if isinstance(vision_cfg, VisionConfig) else VisionConfig.from_dict(vision_cfg)
+    name, kwargs = cfg.timm_model_name, dict(cfg.timm_model_kwargs)
     if name and name.startswith("fastvit_mci"):
         from edgevl.models.mci import create_mci
 
@@ -92,35 +90,28 @@ def build_vision_tower(vision_cfg: dict, embed_dim: int, quick_gelu: bool = Fals
     if name:
         from edgevl.models.vit import create_timm_vit
 
-        return TrunkVisual(
-            create_timm_vit(name, num_classes=embed_dim, img_size=vision_cfg["image_size"], **kwargs)
-        )
+        return TrunkVisual(create_timm_vit(name, num_classes=embed_dim, img_size=cfg.image_size, **kwargs))
     from edgevl.models.vit import VisionTransformer
 
-    width = vision_cfg.get("width", 768)
     return VisionTransformer(
-        image_size=vision_cfg.get("image_size", 224),
-        patch_size=vision_cfg.get("patch_size", 16),
-        width=width,
-        layers=vision_cfg.get("layers", 12),
-        heads=width // vision_cfg.get("head_width", 64),
-        mlp_ratio=vision_cfg.get("mlp_ratio", 4.0),
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        width=cfg.width,
+        layers=cfg.layers,
+        heads=cfg.width // cfg.head_width,
+        mlp_ratio=cfg.mlp_ratio,
         output_dim=embed_dim,
         act="quick_gelu" if quick_gelu else "gelu",
     )
 
 
-def build_model(cfg: dict) -> CLIP:
-    """A randomly initialized CLIP for a model config dict."""
-    for key in ("embed_dim", "vision_cfg", "text_cfg"):
-        if key not in cfg:
-            raise ConfigError(f"model config lacks {key!r}")
-    quick_gelu = bool(cfg.get("quick_gelu", False))
-    visual = build_vision_tower(cfg["vision_cfg"], cfg["embed_dim"], quick_gelu)
-    text = build_text_tower(cfg["text_cfg"], cfg["embed_dim"], quick_gelu)
-    return CLIP(
-        visual, text, **({"init_logit_scale": cfg["init_logit_scale"]} if "init_logit_scale" in cfg else {})
-    )
+def build_model(cfg: ModelConfig | dict, source: str = "model config") -> CLIP:
+    """A randomly initialized CLIP for a model config (a dict is parsed first; `source` names it in errors)."""
+    cfg = cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg, source)
+    visual = build_vision_tower(cfg.vision_cfg, cfg.embed_dim, cfg.quick_gelu)
+    text = build_text_tower(cfg.text_cfg, cfg.embed_dim, cfg.quick_gelu)
+    scale = {} if cfg.init_logit_scale is None else {"init_logit_scale": cfg.init_logit_scale}
+    return CLIP(visual, text, **scale)
 
 
 def _merge(cfg: dict, overrides: dict) -> dict:
@@ -222,8 +213,9 @@ def create_model(
 
     Weights in any known layout (v1 `.pt`, open_clip, edgevl folder) are detected and converted; folded
     weights make the model be folded before loading, and `reparameterize=True` folds after loading (the
-    order of the v1 package). `overrides` replace config keys (dicts such as `text_cfg` are merged). A name that
-    disagrees with the model a folder or run records is a `ConfigError` naming both.
+    order of the v1 package). `overrides` replace config keys (dicts such as `text_cfg` are merged); an unknown key,
+    there or in the config, is a `ConfigError` naming it. A name that disagrees with the model a folder or run
+    records is a `ConfigError` naming both.
     """
     if precision not in WEIGHT_DTYPES:
         raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(WEIGHT_DTYPES)}")
@@ -233,9 +225,11 @@ def create_model(
         cfg["quick_gelu"] = True
     if force_context_length is not None:
         cfg["text_cfg"]["context_length"] = int(force_context_length)
+    where = f"config of model {model_name!r}" if model_name else f"model config in {str(pretrained)!r}"
+    typed = ModelConfig.from_dict(cfg, where + (f" with overrides {sorted(overrides)}" if overrides else ""))
     state_dict = to_edgevl_layout(load_state_dict(source.weights)) if source is not None else None
     with torch.device(device):
-        model = build_model(cfg)
+        model = build_model(typed)
     model.output_dict = output_dict
     model.model_name = name
     if state_dict is not None:

@@ -1,9 +1,9 @@
 """Model config registry: open_clip-style JSON files (`embed_dim`, `vision_cfg`, `text_cfg`, ...) by name.
 
-Built-in configs live in `edgevl/models/configs/*.json` (files without the three required keys belong to other
-model families and are skipped); `add_model_config` registers more files or folders.
-Besides open_clip's keys a config may carry `preprocess_cfg` (edgevl's inference preprocessing: size, mean,
-std, interpolation, resize_mode) and edgevl text keys (`model_type: "mct"`, `pos_embed_mode`).
+Built-in configs live in `edgevl/models/configs/*.json`; `add_model_config` registers more files or folders. Every
+file is checked when registered (`edgevl.models.config.ModelConfig`): invalid JSON, a missing required key or an
+unknown key is a ConfigError naming the file, never a silent skip. Only files that name another model family
+(`"architecture": "lightcap"`, the LightCap presets sharing the folder) are passed over.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 from edgevl.errors import ConfigError
+from edgevl.models.config import ModelConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-REQUIRED_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
 
 _CONFIGS: dict[str, dict] = {}
 _LOADED_BUILTIN = False
@@ -37,12 +37,14 @@ def _read_config(path: Path) -> dict:
 
 
 def _register_file(path: Path, strict: bool) -> None:
+    """Check and register one config file; with `strict=False` a file of another model family is passed over."""
     cfg = _read_config(path)
-    missing = [k for k in REQUIRED_KEYS if k not in cfg]
-    if missing:
+    family = cfg.get("architecture")  # CLIP configs have none
+    if family is not None:
         if strict:
-            raise ConfigError(f"model config {str(path)!r} lacks required keys {missing}")
+            raise ConfigError(f"model config {str(path)!r} is a {family!r} config, not a CLIP model")
         return
+    ModelConfig.from_dict(cfg, f"model config {str(path)!r}")
     _CONFIGS[path.stem] = cfg
 
 
@@ -51,11 +53,12 @@ def _ensure_builtin() -> None:
     if not _LOADED_BUILTIN:
         _LOADED_BUILTIN = True
         for path in sorted(CONFIG_DIR.glob("*.json")):
-            _register_file(path, strict=False)  # other model families (LightCap) share the folder
+            _register_file(path, strict=False)  # LightCap presets share the folder
 
 
 def add_model_config(path: str | Path) -> None:
-    """Register a config JSON file (name = file stem) or every valid `*.json` in a folder."""
+    """Register a config JSON file (name = file stem) or every CLIP config `*.json` in a folder; a file that is
+    not a valid config fails naming it."""
     _ensure_builtin()
     path = Path(path)
     if path.is_dir():

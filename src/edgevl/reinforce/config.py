@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgevl.data.augment import AugmentConfig
 from edgevl.errors import ConfigError
 from edgevl.models.factory import split_model_specs
 from edgevl.models.precision import COMPUTE_PRECISIONS
@@ -53,6 +54,10 @@ class ReinforceConfig:
     shard_size: int = field(default=1000, metadata={"help": "samples per output shard for non-tar input"})
     aug_size: int | None = field(default=None, metadata={
         "help": "size the augmentations are sampled for (default: the first teacher's input size)"})
+    aug_scale: tuple[float, float] = field(default=AugmentConfig.scale, metadata={
+        "help": "area range of the stored random-resized crops (lo hi); small images want a larger lo"})
+    aug_ops: int = field(default=AugmentConfig.num_ops, metadata={
+        "help": "RandAugment ops per stored augmentation (0: crops only, e.g. where colour is a label)"})
     logit_scales: tuple[float, ...] | None = field(default=None, metadata={
         "help": "comma-separated KD logit scales per teacher (default: each teacher's own scale)",
         "parse": parse_scales})
@@ -76,6 +81,7 @@ class ReinforceConfig:
         data["num_syn_captions"] = self.syn_per_captioner
         data["teachers"] = list(self.teachers)
         data["logit_scales"] = list(self.logit_scales) if self.logit_scales else None
+        data["aug_scale"] = list(self.aug_scale)
         return data
 
     @property
@@ -105,6 +111,10 @@ class ReinforceConfig:
         if not self.captioners and syn != 0:
             raise ConfigError(f"--num-syn-captions {syn} needs --captioner (teacher-only data stores no synthetic "
                               "captions)")
+        if len(self.aug_scale) != 2 or not 0 < self.aug_scale[0] <= self.aug_scale[1] <= 1:
+            raise ConfigError(f"--aug-scale must be two numbers 0 < lo <= hi <= 1, got {self.aug_scale}")
+        if self.aug_ops < 0:
+            raise ConfigError(f"--aug-ops must be >= 0, got {self.aug_ops}")
         if self.logit_scales is not None and len(self.logit_scales) != len(self.teachers):
             raise ConfigError(f"--logit-scales gives {len(self.logit_scales)} values for {len(self.teachers)} teachers")
         check_storage(self.dtype, self.fmt)

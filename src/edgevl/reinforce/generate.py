@@ -20,6 +20,8 @@ import torch
 
 from edgevl.data.augment import AugmentConfig, encode_paug, sample_record
 from edgevl.data.readers import SkipLog
+from edgevl.data.readers.reinforced_manifest import ReinforcedManifest
+from edgevl.distributed import DistInfo, barrier, cleanup, init_distributed
 from edgevl.errors import ConfigError
 from edgevl.io import atomic_write_text, sha256_file
 from edgevl.locks import output_lock
@@ -27,14 +29,15 @@ from edgevl.progress import Progress
 from edgevl.reinforce.captioner import Captioner, syn_key
 from edgevl.reinforce.config import ReinforceConfig
 from edgevl.reinforce.inputs import InputSample, InputShards, member_key, seed_for
-from edgevl.reinforce.manifest import build_manifest, write_manifest
+from edgevl.reinforce.manifest import build_manifest
 from edgevl.reinforce.storage import ShardWriter, check_storage, embedding_blob
 from edgevl.reinforce.teachers import OnlineTeacher
-from edgevl.run_layout import REINFORCED_MANIFEST
 
 STATE_DIR = "_state"
 SETTINGS = "settings.json"
 BARRIER_TIMEOUT_S = 7 * 24 * 3600.0  # ranks that finish early wait for the slowest one at the final barrier
+# settings a run started by an older edgevl did not record, with the value it used
+SETTINGS_ADDED_LATER = {"aug_scale": list(AugmentConfig.scale), "aug_ops": AugmentConfig.num_ops}
 
 
 def shard_name(index: int) -> str:
@@ -158,7 +161,7 @@ def _check_settings(out: Path, settings: dict[str, Any], shards: int) -> None:
     path = out / STATE_DIR / SETTINGS
     if not path.is_file() or all(completed_stats(out, i) is None for i in range(shards)):
         return
-    old = json.loads(path.read_text(encoding="utf-8"))
+    old = {**SETTINGS_ADDED_LATER, **json.loads(path.read_text(encoding="utf-8"))}
     changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
     if changed:
         raise ConfigError(f"{out} holds a run with different settings ({', '.join(changed)}); "
@@ -174,11 +177,9 @@ def _progress_total(inputs: InputShards, shards: Sequence[int]) -> int | None:
 def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
     """Reinforce `cfg.data` into `cfg.out`; under torchrun each rank takes a disjoint set of pending shards.
 
-    Returns the manifest (on every rank, after rank 0 wrote it). Rank 0 holds the output folder's lock, so a
-    second run on the same `out` fails at once instead of mixing its shards in.
+    Returns the manifest's JSON content (on every rank, after rank 0 wrote it). Rank 0 holds the output folder's
+    lock, so a second run on the same `out` fails at once instead of mixing its shards in.
     """
-    from edgevl.train.distributed import cleanup, init_distributed
-
     cfg.check()
     joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     info = init_distributed(cfg.device, timeout_s=BARRIER_TIMEOUT_S)
@@ -190,10 +191,8 @@ def reinforce(cfg: ReinforceConfig) -> dict[str, Any]:
             cleanup()
 
 
-def _reinforce(cfg: ReinforceConfig, info: Any) -> dict[str, Any]:
+def _reinforce(cfg: ReinforceConfig, info: DistInfo) -> dict[str, Any]:
     """The body of `reinforce`, run while rank 0 holds the output folder's lock."""
-    from edgevl.train.distributed import barrier
-
     out = Path(cfg.out)
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
     inputs = InputShards(cfg.data, cfg.shard_size, cfg.strict)
@@ -205,7 +204,7 @@ def _reinforce(cfg: ReinforceConfig, info: Any) -> dict[str, Any]:
     teachers = [OnlineTeacher(spec, info.device, cfg.precision, scale) for spec, scale in zip(cfg.teachers, scales)]
     captioners = [Captioner(spec, info.device, cfg.precision, cfg.top_p, cfg.temperature) for spec in cfg.captioners]
     aug = AugmentConfig(size=cfg.aug_size or teachers[0].size, interpolation=teachers[0].interpolation,
-                        mean=teachers[0].mean, std=teachers[0].std)
+                        scale=cfg.aug_scale, num_ops=cfg.aug_ops, mean=teachers[0].mean, std=teachers[0].std)
     if info.is_main:  # only now that everything loaded, so a failed start leaves no settings behind
         atomic_write_text(out / STATE_DIR / SETTINGS, json.dumps(cfg.settings(), indent=1, sort_keys=True) + "\n")
     barrier()  # every rank listed the pending shards before any rank writes one
@@ -221,9 +220,8 @@ def _reinforce(cfg: ReinforceConfig, info: Any) -> dict[str, Any]:
         missing = [shard_name(i) for i, s in enumerate(stats) if s is None]
         if missing:
             raise ConfigError(f"shards not finished: {', '.join(missing[:5])}; run again to complete them")
-        manifest = build_manifest(cfg, inputs, teachers, captioners, aug, stats)
-        write_manifest(out, manifest)
+        build_manifest(cfg, inputs, teachers, captioners, aug, stats).write(out)
         for stray in out.glob(".*.tmp"):
             stray.unlink(missing_ok=True)
     barrier()
-    return json.loads((out / REINFORCED_MANIFEST).read_text(encoding="utf-8"))
+    return ReinforcedManifest.read(out).to_dict()

@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from edgevl.data.augment import decode_paug
 from edgevl.data.readers import SkipLog
 from edgevl.data.readers.reinforced import load_embeddings
+from edgevl.data.readers.reinforced_manifest import ReinforcedManifest, ShardRecord
 from edgevl.data.readers.webdataset import IMAGE_EXTS, RawSample, SkipSample, read_shard
-from edgevl.errors import EdgevlError
+from edgevl.errors import ConfigError, EdgevlError
 from edgevl.io import sha256_file
-from edgevl.reinforce.manifest import read_manifest, synthetic_keys
 from edgevl.reinforce.storage import STORAGE_DTYPES
 
 NORM_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-3, "bf16": 1e-2}
@@ -40,24 +39,24 @@ class VerifyReport:
         return not self.problems
 
 
-def _sample_problems(raw: RawSample, manifest: dict[str, Any]) -> list[str]:
+def _sample_problems(raw: RawSample, manifest: ReinforcedManifest) -> list[str]:
     """Problems of one raw sample: missing members, record/caption counts, embedding shapes/dtype/norms."""
-    member = manifest["embeddings"]["member"]
-    with_images = manifest["images"] == "included"
+    member = manifest.embeddings["member"]
+    with_images = manifest.images == "included"
     required = ("json", "paug.json", "syn.json", member, *(("txt",) if with_images else ()))
     missing = [m for m in required if m not in raw]
     missing += [] if any(e in raw for e in IMAGE_EXTS) or not with_images else ["image"]
     if missing:
         return [f"missing members {missing}"]
     problems = []
-    num_augs, num_syn = manifest["num_augs"], manifest["num_syn_captions"]
+    num_augs, num_syn = manifest.num_augs, manifest.num_syn_captions
     try:
         records = decode_paug(raw["paug.json"])
         if len(records) != num_augs:
             problems.append(f"{len(records)} augmentation records, expected {num_augs}")
     except EdgevlError as exc:
         problems.append(f"paug.json: {exc}")
-    keys = synthetic_keys(manifest)
+    keys = manifest.synthetic_keys
     problem = _synthetic_problem(raw["syn.json"], keys, num_syn)
     if problem:
         problems.append(problem)
@@ -65,8 +64,8 @@ def _sample_problems(raw: RawSample, manifest: dict[str, Any]) -> list[str]:
         emb = load_embeddings(raw)
     except SkipSample as exc:
         return [*problems, exc.reason]
-    dims = [t["embed_dim"] for t in manifest["teachers"]]
-    dtype = manifest["embeddings"]["dtype"]
+    dims = [t.embed_dim for t in manifest.teachers]
+    dtype = manifest.embeddings["dtype"]
     for name, rows in (("image_emb", num_augs), ("text_emb", 1 + len(keys) * num_syn)):
         tensor = emb.get(name)
         if tensor is None or tuple(tensor.shape) != (rows, sum(dims)):
@@ -102,29 +101,32 @@ def _synthetic_problem(member: bytes, keys: list[str], num_syn: int) -> str | No
 def verify(folder: str | Path) -> VerifyReport:
     """Check the reinforced dataset in `folder`; the report lists every problem found."""
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    manifest = ReinforcedManifest.read(folder)
+    if not manifest.is_full:
+        raise ConfigError(f"{folder}: its manifest is not one `edgevl reinforce run` wrote (no 'format'), so there is "
+                          "nothing to verify against")
     report = VerifyReport()
-    keys, num_syn = synthetic_keys(manifest), manifest["num_syn_captions"]
+    keys, num_syn = manifest.synthetic_keys, manifest.num_syn_captions
     if bool(keys) != bool(num_syn):
         report.problems.append(f"manifest: {num_syn} synthetic captions per image for the captioner keys {keys}")
-    listed = {s["name"] for s in manifest["shards"]}
+    listed = {s.name for s in manifest.shards}
     report.problems += [f"{p.name}: shard not in the manifest" for p in sorted(folder.glob("*.tar"))
                         if p.name not in listed]
     report.problems += [f"{p.name}: leftover partial file" for p in sorted(folder.glob(".*.tmp"))]
-    for stats in manifest["shards"]:
+    for stats in manifest.shards:
         report.problems += _check_shard(folder, stats, manifest, report)
-    expected = manifest["totals"]["samples"]
+    expected = manifest.totals["samples"]
     if report.samples != expected:
         report.problems.append(f"found {report.samples} samples, manifest totals say {expected}")
     return report
 
 
-def _check_shard(folder: Path, stats: dict[str, Any], manifest: dict[str, Any], report: VerifyReport) -> list[str]:
-    name = stats["name"]
+def _check_shard(folder: Path, stats: ShardRecord, manifest: ReinforcedManifest, report: VerifyReport) -> list[str]:
+    name = stats.name
     path = folder / name
     if not path.is_file():
         return [f"{name}: missing"]
-    if path.stat().st_size != stats["bytes"] or sha256_file(path) != stats["sha256"]:
+    if path.stat().st_size != stats.bytes or sha256_file(path) != stats.sha256:
         return [f"{name}: size or SHA-256 differs from the manifest"]
     report.shards += 1
     log = SkipLog()
@@ -138,8 +140,8 @@ def _check_shard(folder: Path, stats: dict[str, Any], manifest: dict[str, Any], 
     report.samples += count
     if log.counts:
         problems.append(f"{name}: unreadable tar ({log.summary()})")
-    if count != stats["samples"]:
-        problems.append(f"{name}: {count} samples, manifest says {stats['samples']}")
+    if count != stats.samples:
+        problems.append(f"{name}: {count} samples, manifest says {stats.samples}")
     if len(problems) > MAX_PROBLEMS_PER_SHARD:
         problems = [*problems[:MAX_PROBLEMS_PER_SHARD], f"{name}: ... and {len(problems) - 5} more problems"]
     return problems

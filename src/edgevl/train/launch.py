@@ -1,17 +1,19 @@
 """`train(cfg)`: build the student, data, teachers and loss layout from a `TrainConfig`, then run the loop.
 
-This is what `edgevl train` (and `torchrun ... -m edgevl train`) calls; tests drive `Trainer` directly.
+This is what `edgevl train` (and `torchrun ... -m edgevl train`) and `edgevl demo` call; tests drive `Trainer`
+directly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from edgevl.distributed import cleanup, init_distributed
 from edgevl.errors import ConfigError
 from edgevl.train.config import TrainConfig
-from edgevl.train.distributed import cleanup, init_distributed
 from edgevl.train.losses import DistillConfig
 from edgevl.train.trainer import TeacherEnsemble, Trainer, seed_everything
 
@@ -41,8 +43,14 @@ def build_teachers(cfg: TrainConfig, student_norm: tuple, device: torch.device) 
     return TeacherEnsemble(models, tokenizers, norms, student_norm, cfg.distill_logit_scale, captioner, captioner_norm)
 
 
-def train(cfg: TrainConfig) -> dict[str, float]:
-    """Build everything named in `cfg` and train; returns the last logged metrics."""
+def train(cfg: TrainConfig, *, aug_cfg: dict[str, Any] | None = None,
+          trainer: Callable[..., Trainer] | None = None) -> dict[str, float]:
+    """Build everything named in `cfg` and train; returns the last logged metrics.
+
+    `aug_cfg` overrides `AugmentConfig` fields of the training augmentation (clip and online-distill modes), as in
+    `create_model_and_transforms`. `trainer` builds the loop from `Trainer`'s arguments instead of `Trainer`, e.g. a
+    subclass that evaluates its own way every `eval_every` steps (then no `val_data` is needed).
+    """
     from edgevl.data.readers import open_dataset
     from edgevl.data.transforms import normalize, to_tensor
     from edgevl.models.factory import create_model_and_transforms
@@ -52,7 +60,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     info = init_distributed(cfg.device)
     try:
         seed_everything(cfg.seed)  # identical initial weights on every rank
-        model, preprocess, preprocess_val = create_model_and_transforms(cfg.model, cfg.pretrained)
+        model, preprocess, preprocess_val = create_model_and_transforms(cfg.model, cfg.pretrained, aug_cfg=aug_cfg)
         seed_everything(cfg.seed + info.rank)
         pp = preprocess_val.cfg
         tokenizer = get_tokenizer(context_length=model.context_length)
@@ -81,10 +89,10 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         if cfg.val_data:
             val_data = open_dataset(cfg.val_data, transform=preprocess_val, caption="first",
                                     skip_log_dir=skips, seed=cfg.seed)
-        if cfg.eval_every and val_data is None:
+        if cfg.eval_every and val_data is None and trainer is None:
             raise ConfigError("--eval-every needs --val-data")
-        trainer = Trainer(cfg, model, train_data, tokenizer=tokenizer, val_data=val_data, distill=distill,
-                          teachers=teachers, info=info)
-        return trainer.fit()
+        loop = (trainer or Trainer)(cfg, model, train_data, tokenizer=tokenizer, val_data=val_data, distill=distill,
+                                    teachers=teachers, info=info)
+        return loop.fit()
     finally:
         cleanup()

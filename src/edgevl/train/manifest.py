@@ -1,57 +1,20 @@
-"""The reinforced dataset's `manifest.json` and the start-of-training check that it fits the run.
-
-Expected next to the reinforcement shards (the folder of the first shard):
-    {"teachers": [{"name": "ViT-L-14:openai", "embed_dim": 768, "logit_scale": 100.0}, ...], ...}
-TeacherRecord order is the order of the concatenated embedding blocks. Other keys are ignored here, except that the
-reader takes `"num_syn_captions": 0` for teacher-only data (`edgevl.data.readers.reinforced`).
+"""The start-of-training check that reinforced data fits the run: its manifest's teachers against the stored
+embeddings of its first sample (the manifest itself is `edgevl.data.readers.reinforced_manifest`).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from edgevl.data.readers import parse_spec
 from edgevl.data.readers.base import SkipLog
 from edgevl.data.readers.reinforced import load_embeddings
+from edgevl.data.readers.reinforced_manifest import ReinforcedManifest, TeacherRecord
 from edgevl.data.readers.webdataset import IMAGE_EXTS, SkipSample, expand_urls, read_shard
 from edgevl.errors import ConfigError, DataError
-from edgevl.run_layout import REINFORCED_MANIFEST
 
 REQUIRED_MEMBERS = ("paug.json", "syn.json")
 LAYOUT_SAMPLES = 100  # samples looked at for one whose embeddings show the stored layout
-
-
-@dataclass(frozen=True)
-class TeacherRecord:
-    name: str
-    embed_dim: int
-    logit_scale: float
-
-
-def read_teacher_records(path: str | Path) -> list[TeacherRecord]:
-    """The teacher list of a manifest file, validated (positive dims and scales)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"reinforced data has no {REINFORCED_MANIFEST}: expected {path}") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    entries = data.get("teachers") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{path}: 'teachers' must be a non-empty list of {{name, embed_dim, logit_scale}}")
-    teachers = []
-    for i, entry in enumerate(entries):
-        try:
-            teacher = TeacherRecord(str(entry["name"]), int(entry["embed_dim"]), float(entry["logit_scale"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{path}: teacher {i} needs name, embed_dim and logit_scale ({exc!r})") from None
-        if teacher.embed_dim <= 0 or teacher.logit_scale <= 0:
-            raise ConfigError(f"{path}: teacher {teacher.name!r} has non-positive embed_dim or logit_scale")
-        teachers.append(teacher)
-    return teachers
 
 
 def check_reinforced_data(spec: str, scales: list[float] | None) -> tuple[list[TeacherRecord], tuple[float, ...]]:
@@ -65,7 +28,7 @@ def check_reinforced_data(spec: str, scales: list[float] | None) -> tuple[list[T
     if parsed.kind != "reinforced":
         raise ConfigError(f"--mode reinforced needs reinforced data ('reinforced:...'), got {spec!r}")
     first = expand_urls(parsed.path)[0]
-    teachers = read_teacher_records(Path(first).parent / REINFORCED_MANIFEST)
+    teachers = list(ReinforcedManifest.read(Path(first).parent).teachers)
     if scales:
         if len(scales) != len(teachers):
             raise ConfigError(f"--distill-logit-scale gives {len(scales)} values for {len(teachers)} teachers")

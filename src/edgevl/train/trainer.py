@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from edgevl.distributed import DistInfo, barrier, init_distributed
 from edgevl.errors import CheckpointError, EdgevlError
 from edgevl.fast import trim_causal_padding
 from edgevl.locks import output_lock
@@ -44,7 +45,7 @@ from edgevl.train.checkpoint import (
 )
 from edgevl.train.config import TrainConfig
 from edgevl.train.data import Batch, BatchStream
-from edgevl.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from edgevl.train.distributed import all_reduce_mean
 from edgevl.train.ema import ModelEMA
 from edgevl.train.evaluate import evaluate
 from edgevl.train.losses import DistillConfig, clip_loss, distill_terms, reinforced_loss

@@ -92,15 +92,24 @@ def evaluate_world(model: nn.Module, tokenizer: Callable, transform: Callable[[I
 
 
 class CurveTrainer(Trainer):
-    """The generic trainer, evaluated on the world tasks every `eval_every` steps (the accuracy curves)."""
+    """The generic trainer, evaluated on the world tasks of `eval_set` every `eval_every` steps (its accuracy
+    `curve`); `world_eval()` scores the model as it is now."""
 
-    def __init__(self, *args: Any, world_eval: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, eval_set: EvalSet, **kwargs: Any) -> None:
+        from edgevl.models.factory import preprocess_cfg_for
+        from edgevl.world_models.data import pixel_transform
+
         super().__init__(*args, **kwargs)
-        self.world_eval = world_eval
+        pp = preprocess_cfg_for(self.model)
+        self.eval_set, self.transform = eval_set, pixel_transform(pp.mean, pp.std)
         self.curve: list[dict[str, float]] = []
 
+    def world_eval(self, retrieval: bool = False) -> dict[str, float]:
+        """`evaluate_world` of the model on `eval_set` (retrieval R@K only when asked)."""
+        return evaluate_world(self.model, self.tokenizer, self.transform, self.eval_set, retrieval=retrieval)
+
     def run_eval(self) -> dict[str, float]:
-        metrics = self.world_eval(self.model, retrieval=False)
+        metrics = self.world_eval()
         self.curve.append({"step": self.step, **metrics})
         self._log({"step": self.step, **{f"world/{k}": v for k, v in metrics.items()}})
         return {}

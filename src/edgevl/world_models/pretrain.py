@@ -18,7 +18,7 @@ import torch
 from edgevl.errors import ConfigError
 from edgevl.io import atomic_write_text
 from edgevl.world_models.data import WorldPairs, pixel_transform
-from edgevl.world_models.evaluate import CurveTrainer, EvalSet, evaluate_world
+from edgevl.world_models.evaluate import CurveTrainer, EvalSet
 
 
 @dataclass(frozen=True)
@@ -77,19 +77,14 @@ def pretrain_teacher(name: str, out: str | Path, *, steps: int | None = None, se
     model = create_model(recipe.model)
     pp = preprocess_cfg_for(model)
     tokenizer = get_tokenizer(context_length=model.context_length)
-    transform = pixel_transform(pp.mean, pp.std)
-    data = WorldPairs(TRAIN_SAMPLES, transform, tokenizer, seed=seed, size=pp.size, caption="clean",
-                      single_object=recipe.single_object)
-    eval_data = eval_data or EvalSet.make(EVAL_TEST, EVAL_HELDOUT)
-
-    def world_eval(m: torch.nn.Module, retrieval: bool = False) -> dict[str, float]:
-        return evaluate_world(m, tokenizer, transform, eval_data, retrieval=retrieval)
-
-    trainer = CurveTrainer(cfg, model, data, tokenizer=tokenizer, world_eval=world_eval)
+    data = WorldPairs(TRAIN_SAMPLES, pixel_transform(pp.mean, pp.std), tokenizer, seed=seed, size=pp.size,
+                      caption="clean", single_object=recipe.single_object)
+    trainer = CurveTrainer(cfg, model, data, tokenizer=tokenizer,
+                           eval_set=eval_data or EvalSet.make(EVAL_TEST, EVAL_HELDOUT))
     start = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - start  # includes the periodic evaluations
-    metrics = world_eval(model, retrieval=True)
+    metrics = trainer.world_eval(retrieval=True)
     folder = save_half(model.eval(), out / name)
     record = {"name": name, "recipe": recipe.__dict__, "steps": cfg.steps, "seed": seed,
               "train_seconds": round(seconds, 1), "metrics": metrics,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from edgevl.data.readers.base import Sample, SkipSample, decode_caption, fill_captions, open_image, sample_rng
+from edgevl.data.readers.reinforced_manifest import ReinforcedManifest
 from edgevl.data.readers.webdataset import (
     IMAGE_EXTS,
     RawSample,
@@ -81,12 +82,12 @@ def load_embeddings(raw: RawSample) -> dict[str, torch.Tensor]:
 
 
 def stores_synthetic_captions(shard: str) -> bool:
-    """False when the `manifest.json` next to `shard` records teacher-only data (`"num_syn_captions": 0`)."""
-    try:
-        manifest = json.loads((Path(shard).parent / REINFORCED_MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """False when the `manifest.json` next to `shard` records teacher-only data (`"num_syn_captions": 0`); True
+    without a manifest (DataCompDR's own shards). A manifest that is there but invalid fails naming the file."""
+    folder = Path(shard).parent
+    if not (folder / REINFORCED_MANIFEST).is_file():
         return True
-    return not (isinstance(manifest, dict) and manifest.get("num_syn_captions") == 0)
+    return ReinforcedManifest.read(folder).stores_synthetic_captions
 
 
 def parse_param_aug(raw: RawSample) -> list:
