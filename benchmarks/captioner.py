@@ -1,7 +1,7 @@
 """Batch-1 end-to-end caption latency: LightCap (RN50 trunk, MCi0 backbone) vs a BLIP-base-sized captioner.
 
 Image (PIL) -> preprocessing -> backbone -> concepts/prefix -> 20 decoded tokens -> text, beam 1 and beam 5,
-LightCap with `LightCap.optimize_for_inference()` (and, for `+int8`, `quantize_decoder()`),
+LightCap with `edgevl.fast.optimize_captioner` (and, for `+int8`, `quantize_decoder()`),
 2 threads, flush-denormal on, median of N runs after warm-up. EOS is blocked so every run decodes exactly 20
 tokens. The baseline (`sized_captioners.py`) has random weights and BLIP-base's published sizes: ViT-B/16 at 224
 (edgevl's OpenAI-layout VisionTransformer) + a 12-layer, 768-wide BERT decoder with cross-attention
@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from edgevl.data.transforms import ImageTransform, PreprocessCfg
+from edgevl.fast import optimize_captioner
 from edgevl.models.lightcap.decoding import beam_search, greedy_decode
 from edgevl.models.lightcap.model import create_lightcap
 from sized_captioners import blip_base_sized
@@ -58,7 +59,7 @@ def lightcap_runner(name: str, image: Image.Image, beam: int):
     preset, _, variant = name.partition("+")
     model = create_lightcap(preset)
     params = sum(p.numel() for p in model.parameters())  # before folding/fusing/quantizing moves them to buffers
-    model.optimize_for_inference()
+    optimize_captioner(model)
     if variant == "int8":
         model.quantize_decoder()
     elif variant:

@@ -10,6 +10,7 @@ import torch
 
 from edgevl.data.transforms import ImageSource, ImageTransform
 from edgevl.errors import ConfigError, EdgevlError
+from edgevl.fast import optimize_captioner
 from edgevl.models.lightcap.decoding import Hypothesis, beam_search, greedy_decode, sample_nucleus
 from edgevl.models.lightcap.model import LightCap, create_lightcap
 
@@ -33,7 +34,7 @@ def _resolve_model(model: str | Path | LightCap, weights: str | Path | None, int
         if weights is not None:
             model.load_weights(weights)
         return model.eval()
-    net = create_lightcap(model, weights).optimize_for_inference()
+    net = optimize_captioner(create_lightcap(model, weights))
     return net.quantize_decoder() if int8 else net
 
 
@@ -73,7 +74,7 @@ def caption(images: ImageSource | Sequence[ImageSource], model: str | Path | Lig
     """Caption image files/bytes/PIL images with a LightCap model (preset name, model folder or instance).
 
     Returns one caption per image, or `num_samples` nucleus samples per image when `num_samples` > 0. A model
-    given by name or folder is loaded with `LightCap.optimize_for_inference()` (and `quantize_decoder()` when
+    given by name or folder is loaded with `edgevl.fast.optimize_captioner` (and `quantize_decoder()` when
     `int8`); an instance is used as it is. Bad images raise `ImageLoadError` naming the file; an empty list
     raises `EdgevlError`.
     """

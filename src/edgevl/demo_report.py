@@ -189,9 +189,10 @@ def headline_text(summary: dict[str, Any]) -> str:
 def write_report(out: Path, summary: dict[str, Any], students: dict[str, Any], eval_set: EvalSet,
                  captioner_dir: Path) -> None:
     """Write `metrics.json`, `report.md`, `accuracy_vs_steps.png` and `examples.png` into `out`."""
+    from edgevl.fast import optimize_captioner
     from edgevl.models.lightcap.model import create_lightcap
 
-    captioner = create_lightcap(captioner_dir).optimize_for_inference()
+    captioner = optimize_captioner(create_lightcap(captioner_dir))
     rows = example_rows(students, eval_set, captioner, summary["settings"]["n_examples"])
     atomic_write_bytes(out / "metrics.json", (json.dumps(summary, indent=1) + "\n").encode())
     plot_curves(summary, out / "accuracy_vs_steps.png")

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import edgevl
 from edgevl.captioning import DecodeOptions, caption_tensor
 from edgevl.errors import ConfigError
 from edgevl.models.lightcap.decoding import (
@@ -284,7 +285,7 @@ def test_optimized_backbone_gives_the_same_captions_and_int8_decoder_stays_close
     small = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     options = DecodeOptions(beam=1, max_words=5)
     folded = copy.deepcopy(model).fold_backbone()
-    fast = copy.deepcopy(model).optimize_for_inference()
+    fast = edgevl.optimize_for_inference(model)
     with torch.inference_mode():
         assert torch.allclose(fast.grid_features(small), folded.grid_features(small), rtol=1e-4, atol=1e-12)
     assert caption_tensor(fast, small, options) == caption_tensor(folded, small, options)

@@ -142,6 +142,7 @@ def run_caption(args: argparse.Namespace) -> int:
     from edgevl.data.files import expand_image_paths
     from edgevl.data.transforms import load_image
     from edgevl.errors import ImageLoadError
+    from edgevl.fast import optimize_captioner
     from edgevl.models.lightcap.model import create_lightcap
 
     model = create_lightcap(args.model, args.weights)
@@ -154,7 +155,7 @@ def run_caption(args: argparse.Namespace) -> int:
     if not args.images:
         raise EdgevlError("no images to caption (give image files or folders containing images)")
     paths = expand_image_paths(args.images)
-    model.optimize_for_inference()
+    optimize_captioner(model)
     if args.int8:
         model.quantize_decoder()
     options = {"model": model, "beam": args.beam, "max_words": args.max_words, "num_samples": args.num_samples,

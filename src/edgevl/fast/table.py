@@ -11,6 +11,7 @@ channels_last models; the first of these converts the weights. The `decoder` sta
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ from edgevl.models.blocks import (
 from edgevl.models.factory import reparameterize
 from edgevl.models.lightcap.fusion import FusionLayer
 from edgevl.models.lightcap.heads import EnsembleHead
+from edgevl.models.lightcap.model import LightCap
 from edgevl.models.text import TextRepMixerBlock, TextTransformer
 from edgevl.models.transformer import Attention, ResidualAttentionBlock
 
@@ -151,12 +153,15 @@ def optimize_modules(module: nn.Module, channels_last: bool = True, fuse: bool =
 
 
 def optimize_for_inference(model: nn.Module, channels_last: bool = True, fuse: bool = True) -> nn.Module:
-    """A folded, eval-mode copy for CPU inference (the input model is left untouched).
+    """A folded, eval-mode copy for CPU inference (the input model is left untouched); a LightCap captioner
+    gets `optimize_captioner` on its copy.
 
     Outputs equal the eager model's to float32 rounding; feed images as they are (channels_last inputs are
     slightly faster: `x.contiguous(memory_format=torch.channels_last)`). `fuse=False` keeps the feed-forward
     networks as separate ops and the weights in their plain layout (no oneDNN-only stage runs).
     """
+    if isinstance(model, LightCap):
+        return optimize_captioner(copy.deepcopy(model))
     return optimize_modules(reparameterize(model), channels_last, fuse)
 
 

@@ -36,7 +36,8 @@ def load_teacher(name: str, folder: str | Path | None = None):
 
 def load_captioner(folder: str | Path | None = None):
     """The shipped world LightCap captioner (or the one in `folder`/captioner), backbone folded, eval mode."""
+    from edgevl.fast import optimize_captioner
     from edgevl.models.lightcap.model import create_lightcap
 
     path = Path(folder) / "captioner" if folder is not None else pretrained_dir("captioner")
-    return create_lightcap(path).optimize_for_inference()
+    return optimize_captioner(create_lightcap(path))

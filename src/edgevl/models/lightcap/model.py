@@ -104,13 +104,6 @@ class LightCap(nn.Module):
         reparameterize_modules(self.backbone.eval())
         return self
 
-    def optimize_for_inference(self) -> LightCap:
-        """This model made fast for CPU captioning, in place: `edgevl.fast.optimize_captioner(self)` (the folded
-        backbone optimized as an image tower, the decoder packed). Not for export, training or saving."""
-        from edgevl.fast import optimize_captioner
-
-        return optimize_captioner(self)
-
     def quantize_decoder(self) -> LightCap:
         """int8 dynamic quantization of the fusion layers and the tied output table, in
         place (`edgevl.models.lightcap.quantize`): decoding reads a quarter of the weight bytes per token.
