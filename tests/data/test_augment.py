@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from edgevl.data import augment as A
+from edgevl.data.augment_ops import apply_op
 from edgevl.data.transforms import normalize, to_tensor
 from edgevl.errors import ConfigError, DataError
 
@@ -127,7 +128,7 @@ def test_sampler_reproduces_reference_draw_stream(
             stream.append(record)
             x = A.replay(img, [record[0], []])
             for op, magnitude in record[1]:
-                y = A.apply_op(x, op, magnitude)
+                y = apply_op(x, op, magnitude)
                 if op != 0 and np.array_equal(np.asarray(x), np.asarray(y)):
                     unchanged += 1
                     break
@@ -223,10 +224,10 @@ def test_rand_augment_probability_zero_skips_ops() -> None:
 def test_translate_shifts_by_truncated_magnitude() -> None:
     img = _gradient(224, 224, seed=5)
     src = np.asarray(img)
-    right = np.asarray(A.apply_op(img, 3, 30.45317268371582))
+    right = np.asarray(apply_op(img, 3, 30.45317268371582))
     np.testing.assert_array_equal(right[:, 30:], src[:, :-30])
     assert not right[:, :30].any()
-    up = np.asarray(A.apply_op(img, 4, -30.45317268371582))
+    up = np.asarray(apply_op(img, 4, -30.45317268371582))
     np.testing.assert_array_equal(up[:-30], src[30:])
     assert not up[-30:].any()
 
@@ -236,7 +237,7 @@ def test_shear_x_matches_independent_nearest_formula() -> None:
     img = _gradient(60, 40, seed=2)
     src = np.asarray(img)
     m = -0.09000000357627869
-    got = np.asarray(A.apply_op(img, 1, m))
+    got = np.asarray(apply_op(img, 1, m))
     ys, xs = np.mgrid[0:40, 0:60]
     sx = np.floor(xs + 0.5 + math.tan(math.atan(m)) * (ys + 0.5)).astype(int)
     inside = (sx >= 0) & (sx < 60)
@@ -247,11 +248,11 @@ def test_shear_x_matches_independent_nearest_formula() -> None:
 def test_point_ops_match_numpy_formulas() -> None:
     img = _gradient(50, 30, seed=4)
     src = np.asarray(img).astype(int)
-    np.testing.assert_array_equal(np.asarray(A.apply_op(img, 10, 7.0)), src & 0b11111110)
-    np.testing.assert_array_equal(np.asarray(A.apply_op(img, 11, 178.5)), np.where(src >= 178.5, 255 - src, src))
-    np.testing.assert_array_equal(np.asarray(A.apply_op(img, 0, 0.0)), src)
+    np.testing.assert_array_equal(np.asarray(apply_op(img, 10, 7.0)), src & 0b11111110)
+    np.testing.assert_array_equal(np.asarray(apply_op(img, 11, 178.5)), np.where(src >= 178.5, 255 - src, src))
+    np.testing.assert_array_equal(np.asarray(apply_op(img, 0, 0.0)), src)
     lo, hi = src.min(axis=(0, 1)), src.max(axis=(0, 1))
-    stretched = np.asarray(A.apply_op(img, 12, 0.0)).astype(int)
+    stretched = np.asarray(apply_op(img, 12, 0.0)).astype(int)
     assert np.all(stretched.min(axis=(0, 1)) == 0) and np.all(stretched.max(axis=(0, 1)) >= 254)
     assert np.abs(stretched - (src - lo) * 255.0 / (hi - lo)).max() <= 1
 
