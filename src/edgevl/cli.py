@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from edgevl.app.commands import add_index, add_search, add_serve
 from edgevl.errors import DataError, EdgevlError, NoUsableInputError
 from edgevl.version import __version__
 
@@ -95,8 +96,9 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     make.add_argument("--n", type=int, required=True, help="number of samples")
     common(make)
     make.add_argument("--format", dest="fmt", default="wds",
-                      choices=("wds", "csv", "tsv", "jsonl", "parquet", "folder"),
-                      help="wds tar shards, a captions table (+ images/), or one folder per class of --task")
+                      choices=("wds", "csv", "tsv", "jsonl", "parquet", "folder", "photos"),
+                      help="wds tar shards, a captions table (+ images/), one folder per class of --task, or "
+                      "photos: nested album folders of JPEG/PNG/WebP/GIF files with a few broken ones (edgevl index)")
     make.add_argument("--caption", default="noisy", choices=("noisy", "clean"),
                       help="which caption becomes txt/title: the web-style one or the first clean one")
     make.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard (wds)")
@@ -1056,6 +1058,9 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_export,
     _add_compile,
     _add_demo,
+    add_index,
+    add_search,
+    add_serve,
 ]
 
 
