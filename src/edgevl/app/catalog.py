@@ -82,9 +82,11 @@ class Catalog:
         self.path = Path(path)
         if readonly and not self.path.is_file():
             raise ConfigError(f"no photo database at {self.path}; run `edgevl index FOLDER --db {self.path}` first")
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{self.path.resolve()}{'?mode=ro' if readonly else ''}"
-        self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         try:
+            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             if not readonly:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")  # with WAL: safe against a killed process

@@ -91,7 +91,6 @@ def run_index(args: argparse.Namespace) -> int:
                 (("pretrained", args.pretrained), ("package", args.package), ("labels", args.labels))}
     captioner = args.captioner if args.captioner in ("auto", "world", "none") else str(Path(args.captioner).resolve())
     spec = ModelSpec(model=None if args.package else args.model, captioner=captioner, **absolute)
-    db.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(cache_dir(db), "index"):
         engine = Engine(spec)
         edgevl.keep_freed_memory()

@@ -163,8 +163,9 @@ class Engine:
         """[labels, dim]: each label's prompts embedded, averaged and re-normalised (the zero-shot classifier)."""
         if self._label_matrix is None:
             labels, templates = self.label_set
-            rows = [self.encode_texts([t.format(label) for t in templates]).mean(0) for label in labels]
-            self._label_matrix = torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+            prompts = self.encode_texts([t.format(label) for label in labels for t in templates])
+            rows = prompts.view(len(labels), len(templates), -1).mean(1)
+            self._label_matrix = torch.nn.functional.normalize(rows, dim=-1)
         return self._label_matrix
 
     def tags(self, vectors: torch.Tensor) -> list[list[tuple[str, float]]]:
