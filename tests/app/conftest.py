@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +43,54 @@ def world_db(world_photos: Path, world_engine: Engine, tmp_path_factory: pytest.
     return db
 
 
+@pytest.fixture(scope="session")
+def library(tmp_path_factory: pytest.TempPathFactory, world_photos: Path, world_engine: Engine) -> dict:
+    """A small library with a secret file beside it and a symbolic link inside it that points at the secret."""
+    base = tmp_path_factory.mktemp("served")
+    folder = base / "photos"
+    shutil.copytree(world_photos / "2019" / "00-beach", folder / "beach")
+    secret = base / "secret.png"
+    shutil.copy(next(folder.rglob("*.png")), secret)
+    (folder / "beach" / "escape.png").symlink_to(secret)
+    (folder / "notes.txt").write_text("private")
+    before = tree(folder)
+    db = base / "db" / "photos.db"
+    catalog = Catalog(db)
+    index_folder(catalog, world_engine, folder, progress=False)
+    catalog.close()
+    from fastapi.testclient import TestClient
+
+    from edgevl.app.server import create_app
+
+    app = create_app(db)
+    app.state.photos.engine = world_engine  # reuse the loaded models
+    return {"folder": folder, "db": db, "client": TestClient(app), "before": before, "secret": secret}
+
+
+@pytest.fixture(scope="session")
+def live(library: dict) -> Iterator[str]:
+    """'HOST:PORT' of a real uvicorn server for the library, started as `edgevl serve` would (default --host)."""
+    import uvicorn
+
+    from edgevl.app.server import create_app
+    from edgevl.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--db", str(library["db"]), "--port", "0"])
+    app = create_app(args.db)
+    app.state.photos.engine = library["client"].app.state.photos.engine
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    (address,) = {s.getsockname()[:2] for srv in server.servers for s in srv.sockets}
+    yield f"{address[0]}:{address[1]}"
+    server.should_exit = True
+    thread.join(10)
+
+
 def world_labels(folder: Path) -> dict[str, dict]:
     """Absolute path -> world labels of every good image of a photos folder."""
     rows = [json.loads(line) for line in (folder / "photos.jsonl").read_text().splitlines()]
@@ -47,3 +99,8 @@ def world_labels(folder: Path) -> dict[str, dict]:
 
 def has_object(labels: dict, color: str, shape: str) -> bool:
     return any(o["color"] == color and o["shape"] == shape for o in labels["objects"])
+
+
+def tree(folder: Path) -> dict[str, tuple]:
+    """Path -> (size, mtime, mode) of everything under `folder`."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_mode) for p in sorted(folder.rglob("*"))}

@@ -41,7 +41,7 @@ def safe_file(roots: dict[int, str], root_id: int, relative: str) -> Path | None
     root = roots.get(root_id)
     parts = PurePosixPath(relative).parts
     if root is None or not parts or "\0" in relative or "\\" in relative or relative.startswith("/") \
-            or any(p in ("..", ".") for p in parts):
+            or ".." in parts:
         return None
     base = Path(root).resolve()
     candidate = Path(root, *parts)
