@@ -92,3 +92,28 @@ def test_precision_at_10_small_library(world_db: Path, world_photos: Path, world
     p10 = precision_at_10(catalog, world_engine, labels, "red", "star")
     catalog.close()
     assert p10 >= 3 * relevant / len(labels)  # far above chance even on 240 images
+
+
+def test_graph_cache_follows_the_database_in_place(tmp_path: Path, world_engine: Engine, monkeypatch) -> None:
+    pytest.importorskip("usearch", reason="the app extra (usearch) is not installed")
+    import edgevl.app.vectors as vectors
+
+    make(tmp_path / "photos", 24, split="test", seed=1, fmt="photos")
+    catalog = Catalog(tmp_path / "photos.db")
+    index_folder(catalog, world_engine, tmp_path / "photos", progress=False)
+    first = vectors.load(catalog, threshold=8)
+    assert not first.exact and len(first) == 24
+    images = sorted((tmp_path / "photos").rglob("IMG_*"))
+    images[0].unlink()
+    images[1].write_bytes(images[2].read_bytes())  # changed content
+    index_folder(catalog, world_engine, tmp_path / "photos", progress=False)
+    monkeypatch.setattr(vectors, "build", lambda *a, **k: pytest.fail("rebuilt instead of updating in place"))
+    updated = vectors.load(catalog, threshold=8)
+    ids, stored = catalog.vectors()
+    assert len(updated) == len(updated.graph) == len(ids) == 23
+    for image_id, vector in zip(ids, stored):
+        found, scores = updated.search(vector, 1)
+        assert scores[0] == pytest.approx(1.0, abs=1e-4)
+        assert found[0] == image_id or np.allclose(catalog.embedding(int(found[0])), vector)  # the duplicate
+    assert vectors.load(catalog, threshold=8).graph is not None  # now straight from the cache
+    catalog.close()

@@ -250,6 +250,22 @@ class Catalog:
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         return ids, _matrix(r[1] for r in rows)
 
+    def keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, content digests) of every image by id, int64 each: what the vector cache diffs against."""
+        rows = self.db.execute("SELECT id, substr(sha256, 1, 15) FROM images ORDER BY id").fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return ids, np.fromiter((int(r[1], 16) for r in rows), dtype=np.int64, count=len(rows))
+
+    def embeddings(self, ids: Iterable[int]) -> np.ndarray:
+        """[len(ids), dim] embeddings of the given image ids, in that order."""
+        ids = [int(i) for i in ids]
+        found: dict[int, bytes] = {}
+        for start in range(0, len(ids), 900):  # SQLite's limit on bound parameters
+            part = ids[start:start + 900]
+            found.update(self.db.execute(
+                f"SELECT id, embedding FROM images WHERE id IN ({','.join('?' * len(part))})", part).fetchall())
+        return _matrix(found[i] for i in ids)
+
     def embedding(self, image_id: int) -> np.ndarray | None:
         row = self.db.execute("SELECT embedding FROM images WHERE id = ?", (image_id,)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32)

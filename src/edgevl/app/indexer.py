@@ -77,7 +77,7 @@ def index_folder(catalog: Catalog, engine: Engine, folder: str | os.PathLike, *,
 
     A database made with other models (or another edgevl version) is emptied first and re-indexed, never mixed.
     `workers` threads decode (`processes=True`: worker processes instead)."""
-    root = Path(folder).resolve()
+    root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise ConfigError(f"{folder} is not a folder")
     report = Report()
