@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
@@ -10,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from photo_helpers import tree
 
 from edgevl.app.catalog import Catalog
 from edgevl.app.engine import Engine, ModelSpec
@@ -89,18 +89,3 @@ def live(library: dict) -> Iterator[str]:
     yield f"{address[0]}:{address[1]}"
     server.should_exit = True
     thread.join(10)
-
-
-def world_labels(folder: Path) -> dict[str, dict]:
-    """Absolute path -> world labels of every good image of a photos folder."""
-    rows = [json.loads(line) for line in (folder / "photos.jsonl").read_text().splitlines()]
-    return {str(folder.resolve() / r["path"]): r["labels"] for r in rows}
-
-
-def has_object(labels: dict, color: str, shape: str) -> bool:
-    return any(o["color"] == color and o["shape"] == shape for o in labels["objects"])
-
-
-def tree(folder: Path) -> dict[str, tuple]:
-    """Path -> (size, mtime, mode) of everything under `folder`."""
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_mode) for p in sorted(folder.rglob("*"))}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from photo_helpers import has_object, world_labels
 
-from conftest import has_object, world_labels
 from edgevl.app.catalog import Catalog
 from edgevl.app.engine import Engine
 from edgevl.app.indexer import index_folder

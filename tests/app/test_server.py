@@ -6,8 +6,8 @@ import http.client
 from pathlib import Path
 
 import pytest
+from photo_helpers import tree
 
-from conftest import tree
 from edgevl.cli import build_parser
 
 pytest.importorskip("fastapi", reason="the app extra (fastapi) is not installed")

@@ -8,6 +8,7 @@ transaction, so a killed run loses at most one batch and the next run resumes.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -95,7 +96,9 @@ def index_folder(catalog: Catalog, engine: Engine, folder: str | os.PathLike, *,
     report.retagged = catalog.retag(engine.labels_fingerprint(), engine.tags)
     jobs = [DecodeJob(f, engine.preprocess_cfg, engine.caption_cfg, known) for f, known in plan.todo]
     known_paths = {f.path for f, known in plan.todo if known is not None}
-    pool: Executor = ProcessPoolExecutor(workers) if processes else ThreadPoolExecutor(workers)
+    # spawned, not forked: a child forked from a process whose OpenMP threads already ran can hang in torch
+    pool: Executor = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+                      if processes else ThreadPoolExecutor(workers))
     with pool, Progress(len(jobs), desc="index", unit="image", enabled=progress and bool(jobs)) as bar:
         batch: list[Decoded] = []
         skips: list[Skip] = []

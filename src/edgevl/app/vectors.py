@@ -21,7 +21,7 @@ from edgevl.app.catalog import Catalog
 from edgevl.errors import ConfigError
 from edgevl.io import atomic_write, atomic_write_text
 
-ANN_THRESHOLD = 50_000
+ANN_THRESHOLD = 20_000
 REBUILD_SHARE = 0.25  # update the graph in place while fewer than this share of its rows changed
 _STAMP, _IDS, _DIGESTS, _VECTORS, _GRAPH = "stamp.json", "ids.npy", "digests.npy", "vectors.npy", "graph.usearch"
 
