@@ -6,7 +6,8 @@ Measures (docs/benchmarks.md has the numbers, docs/app.md the product):
              decoding a 4000x3000 JPEG with and without draft mode
   libraries  build time, query p50/p95 and recall@10 against exact search for numpy (exact), usearch, faiss HNSW,
              hnswlib and sqlite-vec on synthetic 512-d vectors at 10k and 100k (--quick: 10k and 20k)
-  query      `edgevl search` latency in a warm process: MobileCLIP-S0 text encode + the app's vector index
+  query      `edgevl search` latency in a warm process (1 torch thread): MobileCLIP-S0 text encode + the app's
+             vector index (exact below 20k, usearch above)
   size       database and cache bytes per 10k images, vector memory per 10k, peak RSS of indexing
 
     python benchmarks/app.py            # everything (about 15 min on 2 busy cores)
@@ -213,9 +214,12 @@ def bench_libraries(sizes: list[int], queries: int) -> dict:
 # ---------------------------------------------------------------------------------------- query and size
 def bench_query(root: Path, sizes: list[int], queries: int) -> dict:
     """Text encode (MobileCLIP-S0) + the app's vector index (`vectors.build`), in a warm process."""
+    import torch
+
     from edgevl.app.engine import Engine, ModelSpec
     from edgevl.app.vectors import build
 
+    torch.set_num_threads(1)  # one short query: a second thread only waits for the first on a busy CPU
     engine = Engine(ModelSpec(model="MobileCLIP-S0", pretrained=str(model_folder("MobileCLIP-S0", root / "models")),
                               captioner="none"), captions=False)
     words = ["a dog on a beach", "red car at night", "birthday cake", "mountain lake", "my cat asleep",
