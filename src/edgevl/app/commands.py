@@ -23,12 +23,14 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Show defaults next to every flag and keep description line breaks (as the rest of the CLI)."""
 
 
-def _parser(sub: argparse._SubParsersAction, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+def _parser(sub: argparse._SubParsersAction, name: str, help_text: str, description: str,
+            threads: int | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=description, formatter_class=_HelpFormatter)
     p.add_argument("--db", default=default_db(),
                    help=f"photo database (SQLite); thumbnails and the vector cache go to DB.cache/ beside it "
                    f"(default from ${DB_ENV})")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=threads,
+                   help="torch CPU threads (None: torch's choice; one short query is fastest on 1)")
     return p
 
 
@@ -121,7 +123,7 @@ def add_search(sub: argparse._SubParsersAction) -> None:
                 "Ranks the photos of --db by cosine similarity to the query: QUERY text, --image FILE, plus each\n"
                 "--and term, minus each --minus term (a term naming an image file is an image). Examples:\n"
                 "  edgevl search 'a red star'\n"
-                "  edgevl search --image beach.jpg --and 'at night' --minus 'people'")
+                "  edgevl search --image beach.jpg --and 'at night' --minus 'people'", threads=1)
     p.add_argument("query", nargs="?", default=None, help="text query")
     p.add_argument("--image", default=None, metavar="FILE", help="example image (catalogued or not)")
     p.add_argument("--and", dest="plus", action="append", default=[], metavar="TERM",
@@ -185,7 +187,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p = _parser(sub, "serve", "a local web page to search and browse the indexed photos",
                 "Serves a search page for --db: text search, a thumbnail grid with captions and tags,\n"
                 "click a photo for similar ones, and an index-status page. Only catalogued files inside the\n"
-                "indexed folders are served, read-only. Binds to 127.0.0.1 unless --host says otherwise.")
+                "indexed folders are served, read-only. Binds to 127.0.0.1 unless --host says otherwise.", threads=1)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; 0.0.0.0 exposes your photos to the network (there is no login)")
     p.add_argument("--port", type=int, default=8765, help="TCP port")
