@@ -182,3 +182,21 @@ def test_cli_index_and_search_world_folder(tmp_path: Path, world_photos: Path, c
     assert main(["index", str(small), "--db", str(small / "inside.db")]) == 2
     assert "never writes into photo folders" in capsys.readouterr().err
     assert not np.any([p.name.startswith("inside") for p in small.iterdir()])
+
+
+def test_every_photo_format_decodes(tmp_path: Path) -> None:
+    from edgevl.app.scan import Decoded, DecodeJob, decode, heif_available
+    from edgevl.data.transforms import PreprocessCfg
+
+    formats = {"a.jpg": "JPEG", "b.png": "PNG", "c.webp": "WEBP", "d.gif": "GIF", "e.tif": "TIFF", "f.bmp": "BMP",
+               "g.avif": "AVIF"}
+    if heif_available():
+        formats["h.HEIC"] = "HEIF"
+    for name, fmt in formats.items():
+        Image.new("RGB", (40, 30), (200, 20, 20)).save(tmp_path / name, format=fmt)
+    files, _ = walk(tmp_path)
+    assert sorted(Path(f.path).name for f in files) == sorted(formats)
+    for f in files:
+        out = decode(DecodeJob(f, PreprocessCfg(size=16)))
+        assert isinstance(out, Decoded) and (out.width, out.height) == (40, 30), f.path
+        assert out.pixels is not None and tuple(out.pixels.shape) == (3, 16, 16)

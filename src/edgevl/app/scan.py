@@ -159,6 +159,8 @@ def _read(job: DecodeJob) -> Decoded:
         raise SkipSample("unreadable", f"cannot read the file ({exc.strerror or exc})") from None
     if not data:
         raise SkipSample("empty", "file is empty (0 bytes)")
+    if os.path.splitext(file.path)[1].lower() in HEIF_SUFFIXES:
+        heif_available()  # a spawned decoding process registers the HEIF opener itself
     digest = hashlib.sha256(data).hexdigest()
     out = Decoded(file.path, file.size, file.mtime_ns, digest)
     if digest == job.known_hash:
