@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from edgevl.cli import main
 from edgevl.data.world import (
@@ -394,3 +394,28 @@ def test_generic_readers_read_every_format(tmp_path: Path) -> None:
     assert sorted(folder[i].label for i in range(len(folder))) == sorted(
         tasks()["count"].label(generate(i, "val", seed=6).labels) for i in range(6)
     )
+
+
+def test_photos_export_is_a_deterministic_album_tree_with_broken_files(tmp_path: Path) -> None:
+    from edgevl.data.world.writers import PHOTOS_TABLE
+
+    manifest = make(tmp_path / "a", 60, "val", seed=3, fmt="photos")
+    make(tmp_path / "b", 60, "val", seed=3, fmt="photos")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    suffixes = Counter(f.suffix for f in files if f.parts[0].isdigit() and not f.name.startswith("broken"))
+    assert set(suffixes) == {".jpg", ".png", ".webp", ".gif"} and sum(suffixes.values()) == 60
+    assert {len(f.parts) for f in files if f.parts[0].isdigit()} == {3}  # year/album/file
+    assert sorted(b["kind"] for b in manifest["broken"]) == ["corrupt", "empty", "not_an_image", "truncated"]
+    for broken in manifest["broken"]:
+        with pytest.raises((OSError, SyntaxError)):  # every broken file fails to decode, each in its own way
+            Image.open(tmp_path / "a" / broken["path"]).load()
+    rows = [json.loads(line) for line in (tmp_path / "a" / PHOTOS_TABLE).read_text().splitlines()]
+    for row in rows[:12]:
+        ref = generate(int(row["id"].rsplit("-", 1)[1]), "val", seed=3)
+        assert row["labels"] == ref.labels
+        img = ImageOps.exif_transpose(Image.open(tmp_path / "a" / row["path"])).convert("RGB")
+        error = np.abs(np.asarray(img, dtype=np.int16) - np.asarray(ref.image, dtype=np.int16)).mean()
+        assert img.size == ref.image.size and error < 8, row["path"]  # upright after EXIF orientation
+    rotated = [r for r in rows if Image.open(tmp_path / "a" / r["path"]).getexif().get(0x0112) == 6]
+    assert rotated

@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from edgevl.cli import data, demo, evaluate, export, inference, info, reinforce, train, world
+from edgevl.cli import data, demo, evaluate, export, inference, info, photos, reinforce, train, world
 from edgevl.cli.common import CommandParser, HelpFormatter
 from edgevl.errors import EdgevlError
 from edgevl.version import __version__
@@ -44,6 +44,9 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     export.add_export,
     export.add_compile,
     demo.add_demo,
+    photos.add_index,
+    photos.add_search,
+    photos.add_serve,
 ]
 
 

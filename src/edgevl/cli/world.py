@@ -26,8 +26,9 @@ def add_world(sub: argparse._SubParsersAction) -> None:
     make.add_argument("--n", type=int, required=True, help="number of samples")
     _add_world_flags(make)
     make.add_argument("--format", dest="fmt", default="wds",
-                      choices=("wds", "csv", "tsv", "jsonl", "parquet", "folder"),
-                      help="wds tar shards, a captions table (+ images/), or one folder per class of --task")
+                      choices=("wds", "csv", "tsv", "jsonl", "parquet", "folder", "photos"),
+                      help="wds tar shards, a captions table (+ images/), one folder per class of --task, or "
+                      "photos: nested album folders of JPEG/PNG/WebP/GIF files with a few broken ones (edgevl index)")
     make.add_argument("--caption", default="noisy", choices=("noisy", "clean"),
                       help="which caption becomes txt/title: the web-style one or the first clean one")
     make.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard (wds)")

@@ -1,4 +1,5 @@
-"""Materialize a world split as webdataset shards, a captions table, or a class-per-folder image tree.
+"""Materialize a world split as webdataset shards, a captions table, a class-per-folder image tree, or a
+photo-library-like tree of nested album folders (JPEG, PNG, WebP, GIF, a few broken files) for `edgevl index`.
 
 Output is byte-identical for the same arguments: PNGs are encoded here with fixed settings, tar members are
 written here with fixed mtime/uid/gid/mode, and every file goes to a temporary name and is moved into place.
@@ -21,13 +22,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from edgevl.data.world.sample import DEFAULT_NOISE, DEFAULT_SIZE, WorldSample, check_params, samples
+from edgevl.data.world.sample import DEFAULT_NOISE, DEFAULT_SIZE, WorldSample, check_params, generate, samples
 from edgevl.data.world.tasks import HEADLINE_TASK, ZeroShotTask, get_task
 from edgevl.errors import ConfigError, DataError
 from edgevl.io import atomic_write, atomic_write_bytes, atomic_write_text
 from edgevl.version import __version__
 
-FORMATS = ("wds", "csv", "tsv", "jsonl", "parquet", "folder")
+FORMATS = ("wds", "csv", "tsv", "jsonl", "parquet", "folder", "photos")
+PHOTOS_TABLE = "photos.jsonl"
 CAPTION_KINDS = ("noisy", "clean")
 WORLD_MANIFEST = "world.json"
 _PROGRESS_MIN = 2000  # show a progress bar from this many samples on
@@ -191,6 +193,72 @@ def _write_folder(out: Path, params: dict[str, Any], task: ZeroShotTask, bar: tq
     return {"class_dirs": len(dirs)}
 
 
+# --------------------------------------------------------------------------------------- photos
+_ALBUM_SIZE = 50
+_PLACES = ("beach", "garden", "city", "mountains", "party", "museum", "kitchen", "park")
+_BROKEN = ("empty", "truncated", "not_an_image", "corrupt")
+_EXIF_ORIENTATION = 0x0112
+
+
+def _photo_name(index: int) -> tuple[str, str]:
+    """(album folder, file stem) of photo `index`: '2021/03-party', 'IMG_00042'; albums of 50, one year per 4."""
+    album = index // _ALBUM_SIZE
+    return f"{2019 + album % 4}/{album:02d}-{_PLACES[album % len(_PLACES)]}", f"IMG_{index:05d}"
+
+
+def encode_photo(image: Image.Image, index: int) -> tuple[str, bytes]:
+    """(suffix, bytes) of photo `index`, deterministic: mostly JPEG (every 10th stored rotated with an EXIF
+    orientation tag, so a viewer that ignores EXIF shows it sideways), every 3rd PNG, a few WebP and GIF."""
+    buf = io.BytesIO()
+    if index % _ALBUM_SIZE == 7:
+        image.save(buf, format="WEBP", lossless=True, quality=100, method=0)
+        return ".webp", buf.getvalue()
+    if index % _ALBUM_SIZE == 13:
+        image.save(buf, format="GIF")
+        return ".gif", buf.getvalue()
+    if index % 3 == 0:
+        return ".png", encode_png(image)
+    exif = Image.Exif()
+    if index % 10 == 1:
+        exif[_EXIF_ORIENTATION] = 6  # viewers rotate 90 degrees clockwise, so store it turned the other way
+        image = image.transpose(Image.Transpose.ROTATE_90)
+    image.save(buf, format="JPEG", quality=92, subsampling=0, exif=exif.tobytes())
+    return ".jpg", buf.getvalue()
+
+
+def broken_photo(kind: str, good: bytes) -> bytes:
+    """Bytes of a deliberately broken image file from a good PNG: empty, cut in half, a text file, or a PNG
+    whose compressed pixel data is scrambled (headers intact, so only decoding fails)."""
+    if kind == "empty":
+        return b""
+    if kind == "truncated":
+        return good[: len(good) // 2]
+    if kind == "not_an_image":
+        return b"shopping list: eggs, milk, a red star\n"
+    return good[:60] + bytes(b ^ 0x5A for b in good[60:-12]) + good[-12:]
+
+
+def _write_photos(out: Path, params: dict[str, Any], bar: tqdm) -> dict:
+    rows, broken = [], []
+    for s in samples(params["n"], params["split"], params["seed"], params["size"], params["noise"],
+                     params["start"]):
+        album, stem = _photo_name(s.index)
+        suffix, data = encode_photo(s.image, s.index)
+        (out / album).mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / album / f"{stem}{suffix}", data)
+        rows.append({"path": f"{album}/{stem}{suffix}", "id": s.id, "captions": s.captions, "labels": s.labels})
+        bar.update(1)
+    for j in range(max(len(_BROKEN), params["n"] // 500)):  # a few broken files, spread over the albums
+        kind = _BROKEN[j % len(_BROKEN)]
+        album = _photo_name(params["start"] + j * _ALBUM_SIZE % params["n"])[0]
+        name = f"{album}/broken_{j:02d}_{kind}" + (".jpg" if kind in ("empty", "not_an_image") else ".png")
+        atomic_write_bytes(out / name, broken_photo(kind, encode_png(generate(j).image)))
+        broken.append({"path": name, "kind": kind})
+    atomic_write_text(out / PHOTOS_TABLE, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
+                                                  for r in rows))
+    return {"table": PHOTOS_TABLE, "broken": broken}
+
+
 # ----------------------------------------------------------------------------------------- entry
 def make(
     out: str | os.PathLike,
@@ -232,6 +300,8 @@ def make(
             extra = _write_webdataset(root, params, shard_size, workers, bar)
         elif fmt == "folder":
             extra = _write_folder(root, params, zs_task, bar)
+        elif fmt == "photos":
+            extra = _write_photos(root, params, bar)
         else:
             extra = _write_table(root, params, fmt, zs_task, bar)
     atomic_write_text(root / "classnames.txt", "".join(c + "\n" for c in zs_task.classnames))
