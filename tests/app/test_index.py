@@ -200,3 +200,14 @@ def test_every_photo_format_decodes(tmp_path: Path) -> None:
         out = decode(DecodeJob(f, PreprocessCfg(size=16)))
         assert isinstance(out, Decoded) and (out.width, out.height) == (40, 30), f.path
         assert out.pixels is not None and tuple(out.pixels.shape) == (3, 16, 16)
+
+
+def test_a_captioner_folder_captions_like_the_shipped_world_captioner(world_engine: Engine) -> None:
+    """--captioner FOLDER loads a LightCap model folder through the public API (here the shipped world one)."""
+    from edgevl.world_models import pretrained_dir
+
+    folder = Engine(ModelSpec(captioner=str(pretrained_dir("captioner"))))
+    images = [generate(i, "val", size=64).image for i in range(3)]
+    assert folder.captioner_id.startswith(str(pretrained_dir("captioner")))
+    assert folder.captions(images) == world_engine.captions(images)
+    assert all(folder.captions(images))

@@ -129,7 +129,7 @@ class Engine:
             from edgevl.world_models import load_captioner, pretrained_dir
 
             return load_captioner(), "world:" + _hash_path(pretrained_dir("captioner"))
-        net = edgevl.create_lightcap(choice).optimize_for_inference()
+        net = edgevl.optimize_for_inference(edgevl.create_lightcap(choice))
         return net, f"{choice}:" + (_hash_path(Path(choice)) if os.path.exists(choice) else "preset")
 
     @property
