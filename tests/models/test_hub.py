@@ -129,3 +129,29 @@ def test_without_huggingface_hub_the_error_names_the_extra(hub_root, monkeypatch
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(ConfigError, match=r"needs huggingface_hub: pip install 'edgevl\[hub\]'"):
         edgevl.create_model("world-student-mci", pretrained=f"hf-hub:{REPO}")
+
+
+def test_commands_resolve_tags_and_hub_specs_without_touching_the_cache(hub_root):
+    from edgevl.models.factory import resolve_model_name
+
+    assert resolve_model_name("MobileCLIP-S2", "datacompdr") == "MobileCLIP-S2"
+    assert resolve_model_name(None, f"hf-hub:{REPO}") == f"hf-hub:{REPO}"
+    assert resolve_model_name(None, "dfndr2b", default="MobileCLIP2-S0") == "MobileCLIP2-S0"
+    with pytest.raises(ConfigError, match="is a tag: name its model with --model"):
+        resolve_model_name(None, "datacompdr")
+
+
+def test_hub_model_name_with_the_same_spec_as_pretrained(hub_root):
+    wanted = _weights(9)
+    config = json.dumps({"model_cfg": edgevl.get_model_config("world-student-mci")}).encode()
+    add_snapshot(hub_root, REPO, {"open_clip_config.json": config,
+                                  "open_clip_model.safetensors": tensor_bytes(wanted, ".safetensors")}, COMMIT_A)
+    assert _same(edgevl.create_model(f"hf-hub:{REPO}", pretrained=f"hf-hub:{REPO}"), wanted)
+    with pytest.raises(ConfigError, match="brings its weights"):
+        edgevl.create_model(f"hf-hub:{REPO}", pretrained="hf-hub:other/repo")
+
+
+def test_revision_needs_a_hub_source(tmp_path):
+    folder = edgevl.save_pretrained(edgevl.create_model("world-student-mci"), tmp_path / "m")
+    with pytest.raises(ConfigError, match="revision='v1' applies only to official tags and hf-hub: specs"):
+        edgevl.create_model("world-student-mci", pretrained=folder, revision="v1")

@@ -192,9 +192,12 @@ def _resolve(
     if name is not None and name.startswith("hf-hub:"):
         from edgevl.models import hub
 
+        if pretrained not in (None, name) and _is_weights_name(pretrained):
+            raise ConfigError(f"model {name!r} brings its weights: pass pretrained as a local path or leave it out")
         ref = hub.parse_hub_spec(name, revision)
         folder, weights = hub.fetch_model_folder(ref)
-        cfg, folder_pp, src, _ = _resolve(LOCAL_DIR + str(folder), pretrained if pretrained is not None else weights)
+        own = weights if pretrained in (None, name) else pretrained
+        cfg, folder_pp, src, _ = _resolve(LOCAL_DIR + str(folder), own)
         return cfg, folder_pp, src, str(ref)
     if name is not None and not name.startswith(LOCAL_DIR):
         from edgevl.models.pretrained import not_implemented_reason
@@ -208,6 +211,9 @@ def _resolve(
         if quick_gelu:
             cfg["quick_gelu"] = True
         return cfg, tag_pp or None, src, name
+    if revision is not None:
+        raise ConfigError(f"revision={revision!r} applies only to official tags and hf-hub: specs, not to "
+                          f"pretrained={str(pretrained)!r}")
     src = describe_pretrained(pretrained) if pretrained is not None else None
     if name is None or name.startswith(LOCAL_DIR):
         own = src if name is None else describe_pretrained(name[len(LOCAL_DIR) :])
@@ -225,8 +231,15 @@ def resolve_model_name(model_name: str | None, pretrained: str | Path | None, de
 
     An explicit name must agree with the model a folder or run records; without one, a model or run folder's own
     config is used (`local-dir:PATH`), an older run's checkpoint takes the `model` of its `params.json`, and
-    anything else gets `default` (None: `--model` is required).
+    anything else gets `default` (None: `--model` is required). A tag needs `--model` (or `default`); an
+    `hf-hub:` spec alone names its repository as the model.
     """
+    if _is_weights_name(pretrained):  # a tag or hf-hub: spec: create_model fetches it
+        if model_name is None and str(pretrained).startswith("hf-hub:"):
+            return str(pretrained)
+        if model_name is None and default is None:
+            raise ConfigError(f"--pretrained {pretrained} is a tag: name its model with --model")
+        return model_name or default
     src = describe_pretrained(pretrained) if pretrained is not None else None
     if model_name is not None:
         if not model_name.startswith(LOCAL_DIR):
