@@ -103,7 +103,7 @@ def test_an_interrupted_download_counts_as_missing(hub_root):
     blobs = hub_root / ("models--" + REPO.replace("/", "--")) / "blobs"
     blobs.mkdir(parents=True)
     (blobs / ("0" * 64 + ".incomplete")).write_bytes(tensor_bytes(_weights(7), ".safetensors")[:100])
-    with pytest.raises(CheckpointError, match="not in the cache and offline"):
+    with pytest.raises(CheckpointError, match="not in the cache, and the hub is offline or unreachable"):
         edgevl.create_model("world-student-mci", pretrained=f"hf-hub:{REPO}")
 
 

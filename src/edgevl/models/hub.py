@@ -3,8 +3,10 @@
 
 The cache root and offline mode are read from the environment at each call (`HF_HUB_CACHE`, `HF_HOME`,
 `HF_HUB_OFFLINE`), so a cached file is used without network and a missing one fails with one line naming the
-repository, the file and the command that fetches it by hand. LFS blobs, which the cache names by their sha256,
-are hashed once per process and refused when their content does not match the name.
+repository, the file and the command that fetches it by hand. Without network huggingface_hub retries for about
+20 s before it falls back to the cache; once the hub proved unreachable, later calls of the process stay offline.
+LFS blobs, which the cache names by their sha256, are hashed once per process and refused when their content does
+not match the name.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ DEFAULT_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TRUE = {"1", "on", "yes", "true"}
 _VERIFIED: set[tuple[str, int, int]] = set()
+_UNREACHABLE = False  # set when the hub could not be reached: later files of this process come from the cache
 
 
 @dataclass(frozen=True)
@@ -96,11 +99,15 @@ def fetch_file(ref: HubRef, filename: str) -> Path:
         raise ConfigError(f"loading {ref} needs huggingface_hub: pip install 'edgevl[hub]'") from None
     from edgevl.version import __version__
 
+    global _UNREACHABLE
     try:
         path = Path(hf_hub_download(ref.repo, filename, revision=ref.revision, cache_dir=cache_dir(),
-                                    local_files_only=offline(), library_name="edgevl", library_version=__version__))
+                                    local_files_only=offline() or _UNREACHABLE, library_name="edgevl",
+                                    library_version=__version__))
     except Exception as exc:  # offline miss, 404, no network, gated repo: each is "cannot get this file"
-        why = "not in the cache and offline" if isinstance(exc, FileNotFoundError) else type(exc).__name__
+        local_miss = isinstance(exc, FileNotFoundError)  # huggingface_hub's LocalEntryNotFoundError
+        _UNREACHABLE = _UNREACHABLE or (local_miss and not offline())
+        why = "not in the cache, and the hub is offline or unreachable" if local_miss else type(exc).__name__
         raise CheckpointError(f"cannot get {filename} of {ref.repo}{'@' + ref.revision if ref.revision else ''} "
                               f"({why}; cache {cache_dir()}); fetch it by hand: {_fetch_command(ref, filename)}"
                               ) from exc
