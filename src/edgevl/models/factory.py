@@ -18,6 +18,7 @@ from edgevl.data.augment import AugmentConfig, TrainTransform
 from edgevl.data.transforms import ImageTransform, PreprocessCfg
 from edgevl.errors import CheckpointError, ConfigError
 from edgevl.io import atomic_write
+from edgevl.models import hub
 from edgevl.models.checkpoint import (
     CONFIG_NAME,
     ModelSource,
@@ -29,6 +30,7 @@ from edgevl.models.checkpoint import (
 )
 from edgevl.models.clip import CLIP, TrunkVisual
 from edgevl.models.config import ModelConfig, TextConfig, VisionConfig
+from edgevl.models.pretrained import get_pretrained_tag, not_implemented_reason
 from edgevl.models.registry import get_model_config
 from edgevl.models.text import TextTransformer
 
@@ -160,9 +162,6 @@ def _folder_model(src: ModelSource) -> tuple[dict, dict | None]:
 
 def _hub_weights(name: str, pretrained: str, revision: str | None) -> tuple[ModelSource, dict | None, bool]:
     """(weights source, preprocess config, quick_gelu) for an official tag or an `hf-hub:` spec of `name`."""
-    from edgevl.models import hub
-    from edgevl.models.pretrained import get_pretrained_tag
-
     if pretrained.startswith(hub.HF_HUB):
         ref = hub.parse_hub_spec(pretrained, revision)
         return ModelSource(hub.fetch_weights(ref)), (hub.fetch_config(ref) or {}).get("preprocess_cfg"), False
@@ -178,7 +177,7 @@ def _is_weights_name(pretrained: str | Path | None) -> bool:
     suffix) stays a path so that its error says "not found"."""
     if not isinstance(pretrained, str) or Path(pretrained).exists():
         return False
-    if pretrained.startswith("hf-hub:"):
+    if pretrained.startswith(hub.HF_HUB):
         return True
     return "/" not in pretrained and os.sep not in pretrained and Path(pretrained).suffix not in WEIGHT_SUFFIXES
 
@@ -189,9 +188,7 @@ def _resolve(
     """(model config, folder/tag preprocess config or None, weights source, model name) for a model name and
     `pretrained`; a `local-dir:PATH` name or None takes the config from the folder (PATH or `pretrained`), an
     `hf-hub:` name from the repository's snapshot in the hub cache."""
-    if name is not None and name.startswith("hf-hub:"):
-        from edgevl.models import hub
-
+    if name is not None and name.startswith(hub.HF_HUB):
         if pretrained not in (None, name) and _is_weights_name(pretrained):
             raise ConfigError(f"model {name!r} brings its weights: pass pretrained as a local path or leave it out")
         ref = hub.parse_hub_spec(name, revision)
@@ -199,12 +196,8 @@ def _resolve(
         own = weights if pretrained in (None, name) else pretrained
         cfg, folder_pp, src, _ = _resolve(LOCAL_DIR + str(folder), own)
         return cfg, folder_pp, src, str(ref)
-    if name is not None and not name.startswith(LOCAL_DIR):
-        from edgevl.models.pretrained import not_implemented_reason
-
-        if reason := not_implemented_reason(name):
-            raise ConfigError(f"cannot build {name!r}: {reason} (its official tags are listed by "
-                              "edgevl.list_pretrained())")
+    if name is not None and not name.startswith(LOCAL_DIR) and (reason := not_implemented_reason(name)):
+        raise ConfigError(f"cannot build {name!r}: {reason} (its official tags are listed by edgevl.list_pretrained())")
     if name is not None and _is_weights_name(pretrained):
         src, tag_pp, quick_gelu = _hub_weights(name, str(pretrained), revision)
         cfg = get_model_config(name)
@@ -235,7 +228,7 @@ def resolve_model_name(model_name: str | None, pretrained: str | Path | None, de
     `hf-hub:` spec alone names its repository as the model.
     """
     if _is_weights_name(pretrained):  # a tag or hf-hub: spec: create_model fetches it
-        if model_name is None and str(pretrained).startswith("hf-hub:"):
+        if model_name is None and str(pretrained).startswith(hub.HF_HUB):
             return str(pretrained)
         if model_name is None and default is None:
             raise ConfigError(f"--pretrained {pretrained} is a tag: name its model with --model")
@@ -357,7 +350,7 @@ def create_model_from_pretrained(
     model_name: str, pretrained: str | Path | None = None, return_transform: bool = True, **kwargs
 ) -> CLIP | tuple[CLIP, ImageTransform]:
     """A model with weights (required: a file, folder, tag, or `local-dir:`/`hf-hub:` name) and its transform."""
-    if pretrained is None and not model_name.startswith((LOCAL_DIR, "hf-hub:")):
+    if pretrained is None and not model_name.startswith((LOCAL_DIR, hub.HF_HUB)):
         raise CheckpointError(
             f"create_model_from_pretrained({model_name!r}) needs pretrained weights (a path)"
         )
