@@ -1,6 +1,6 @@
 """edgevl: fast image-text models for edge devices.
 
-The public API mirrors open_clip: `create_model_and_transforms`, `get_tokenizer`, `list_models`, plus
+The public API mirrors open_clip: `create_model_and_transforms`, `get_tokenizer`, `list_models`, `list_pretrained`, plus
 `reparameterize` and `caption`. Names are imported lazily so `import edgevl` (and the CLI) start fast; the
 `TYPE_CHECKING` block lists the same names for editors and type checkers (a test keeps the two in step).
 """
@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time `__getattr_
         reparameterize,
     )
     from edgevl.models.lightcap.model import LightCap, create_lightcap
+    from edgevl.models.pretrained import PretrainedTag, list_pretrained, list_pretrained_tags_by_model
     from edgevl.models.registry import add_model_config, get_model_config, list_models
     from edgevl.runtime import keep_freed_memory
     from edgevl.tokenizer import SimpleTokenizer, decode, get_tokenizer, tokenize
@@ -58,6 +59,9 @@ _LAZY = {
     "list_models": "edgevl.models.registry",
     "get_model_config": "edgevl.models.registry",
     "add_model_config": "edgevl.models.registry",
+    "list_pretrained": "edgevl.models.pretrained",
+    "list_pretrained_tags_by_model": "edgevl.models.pretrained",
+    "PretrainedTag": "edgevl.models.pretrained",
     "load_checkpoint": "edgevl.models.checkpoint",
     "save_pretrained": "edgevl.models.checkpoint",
     "load_image": "edgevl.data.transforms",

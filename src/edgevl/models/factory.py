@@ -7,6 +7,7 @@ and re-parameterization both need eval mode, and training loops call `.train()` 
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from edgevl.data.augment import AugmentConfig, TrainTransform
 from edgevl.data.transforms import ImageTransform, PreprocessCfg
 from edgevl.errors import CheckpointError, ConfigError
 from edgevl.io import atomic_write
+from edgevl.models import hub
 from edgevl.models.checkpoint import (
     CONFIG_NAME,
     ModelSource,
@@ -28,11 +30,13 @@ from edgevl.models.checkpoint import (
 )
 from edgevl.models.clip import CLIP, TrunkVisual
 from edgevl.models.config import ModelConfig, TextConfig, VisionConfig
+from edgevl.models.pretrained import get_pretrained_tag, not_implemented_reason
 from edgevl.models.registry import get_model_config
 from edgevl.models.text import TextTransformer
 
 WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LOCAL_DIR = "local-dir:"
+WEIGHT_SUFFIXES = {".safetensors", ".pt", ".pth", ".bin"}
 
 
 def parse_model_spec(spec: str, role: str = "model", *, require_weights: bool = True) -> tuple[str, str | None]:
@@ -156,11 +160,53 @@ def _folder_model(src: ModelSource) -> tuple[dict, dict | None]:
     return cfg, pp
 
 
+def _hub_weights(name: str, pretrained: str, revision: str | None) -> tuple[ModelSource, dict | None, bool]:
+    """(weights source, preprocess config, quick_gelu) for an official tag or an `hf-hub:` spec of `name`."""
+    if pretrained.startswith(hub.HF_HUB):
+        ref = hub.parse_hub_spec(pretrained, revision)
+        return ModelSource(hub.fetch_weights(ref)), (hub.fetch_config(ref) or {}).get("preprocess_cfg"), False
+    tag = get_pretrained_tag(name, pretrained)
+    if tag.filename == "":
+        raise ConfigError(f"{name} {tag.tag}: {tag.note}")
+    weights = hub.fetch_weights(hub.HubRef(tag.hf_hub, revision=revision), tag.filename)
+    return ModelSource(weights), tag.preprocess_cfg, tag.quick_gelu
+
+
+def _is_weights_name(pretrained: str | Path | None) -> bool:
+    """True when `pretrained` names weights by `hf-hub:` spec or tag; a missing path (with '/' or a weights
+    suffix) stays a path so that its error says "not found"."""
+    if not isinstance(pretrained, str) or Path(pretrained).exists():
+        return False
+    if pretrained.startswith(hub.HF_HUB):
+        return True
+    return "/" not in pretrained and os.sep not in pretrained and Path(pretrained).suffix not in WEIGHT_SUFFIXES
+
+
 def _resolve(
-    name: str | None, pretrained: str | Path | None
+    name: str | None, pretrained: str | Path | None, revision: str | None = None
 ) -> tuple[dict, dict | None, ModelSource | None, str | None]:
-    """(model config, folder preprocess config or None, weights source, model name) for a model name and
-    `pretrained`; a `local-dir:PATH` name or None takes the config from the folder (PATH or `pretrained`)."""
+    """(model config, folder/tag preprocess config or None, weights source, model name) for a model name and
+    `pretrained`; a `local-dir:PATH` name or None takes the config from the folder (PATH or `pretrained`), an
+    `hf-hub:` name from the repository's snapshot in the hub cache."""
+    if name is not None and name.startswith(hub.HF_HUB):
+        if pretrained not in (None, name) and _is_weights_name(pretrained):
+            raise ConfigError(f"model {name!r} brings its weights: pass pretrained as a local path or leave it out")
+        ref = hub.parse_hub_spec(name, revision)
+        folder, weights = hub.fetch_model_folder(ref)
+        own = weights if pretrained in (None, name) else pretrained
+        cfg, folder_pp, src, _ = _resolve(LOCAL_DIR + str(folder), own)
+        return cfg, folder_pp, src, str(ref)
+    if name is not None and not name.startswith(LOCAL_DIR) and (reason := not_implemented_reason(name)):
+        raise ConfigError(f"cannot build {name!r}: {reason} (its official tags are listed by edgevl.list_pretrained())")
+    if name is not None and _is_weights_name(pretrained):
+        src, tag_pp, quick_gelu = _hub_weights(name, str(pretrained), revision)
+        cfg = get_model_config(name)
+        if quick_gelu:
+            cfg["quick_gelu"] = True
+        return cfg, tag_pp or None, src, name
+    if revision is not None:
+        raise ConfigError(f"revision={revision!r} applies only to official tags and hf-hub: specs, not to "
+                          f"pretrained={str(pretrained)!r}")
     src = describe_pretrained(pretrained) if pretrained is not None else None
     if name is None or name.startswith(LOCAL_DIR):
         own = src if name is None else describe_pretrained(name[len(LOCAL_DIR) :])
@@ -178,8 +224,15 @@ def resolve_model_name(model_name: str | None, pretrained: str | Path | None, de
 
     An explicit name must agree with the model a folder or run records; without one, a model or run folder's own
     config is used (`local-dir:PATH`), an older run's checkpoint takes the `model` of its `params.json`, and
-    anything else gets `default` (None: `--model` is required).
+    anything else gets `default` (None: `--model` is required). A tag needs `--model` (or `default`); an
+    `hf-hub:` spec alone names its repository as the model.
     """
+    if _is_weights_name(pretrained):  # a tag or hf-hub: spec: create_model fetches it
+        if model_name is None and str(pretrained).startswith(hub.HF_HUB):
+            return str(pretrained)
+        if model_name is None and default is None:
+            raise ConfigError(f"--pretrained {pretrained} is a tag: name its model with --model")
+        return model_name or default
     src = describe_pretrained(pretrained) if pretrained is not None else None
     if model_name is not None:
         if not model_name.startswith(LOCAL_DIR):
@@ -206,10 +259,14 @@ def create_model(
     force_quick_gelu: bool = False,
     force_context_length: int | None = None,
     strict: bool = True,
+    revision: str | None = None,
     **overrides,
 ) -> CLIP:
     """Build a registered model (or `local-dir:PATH`), optionally loading weights from a file, model folder or
     training run folder; with `model_name=None` the config comes from the `pretrained` folder.
+    `pretrained` may also be an official tag (`edgevl.list_pretrained()`, its preprocessing applied) or
+    `hf-hub:ORG/REPO[/FILE][@REV]`, and `model_name` may be `hf-hub:ORG/REPO` (config and weights from the
+    repository); these are fetched through the Hugging Face cache, `revision` pinning a branch, tag or commit.
 
     Weights in any known layout (v1 `.pt`, open_clip, edgevl folder) are detected and converted; folded
     weights make the model be folded before loading, and `reparameterize=True` folds after loading (the
@@ -219,7 +276,7 @@ def create_model(
     """
     if precision not in WEIGHT_DTYPES:
         raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(WEIGHT_DTYPES)}")
-    cfg, folder_pp, source, name = _resolve(model_name, pretrained)
+    cfg, folder_pp, source, name = _resolve(model_name, pretrained, revision)
     cfg = _merge(cfg, overrides)
     if force_quick_gelu:
         cfg["quick_gelu"] = True
@@ -292,8 +349,8 @@ def create_model_and_transforms(
 def create_model_from_pretrained(
     model_name: str, pretrained: str | Path | None = None, return_transform: bool = True, **kwargs
 ) -> CLIP | tuple[CLIP, ImageTransform]:
-    """A model with weights (required: a file, folder, or `local-dir:PATH` name) and its transform."""
-    if pretrained is None and not model_name.startswith(LOCAL_DIR):
+    """A model with weights (required: a file, folder, tag, or `local-dir:`/`hf-hub:` name) and its transform."""
+    if pretrained is None and not model_name.startswith((LOCAL_DIR, hub.HF_HUB)):
         raise CheckpointError(
             f"create_model_from_pretrained({model_name!r}) needs pretrained weights (a path)"
         )
