@@ -1,5 +1,5 @@
 """Shared test helpers: paths to the golden fixtures copied from the reference implementations, one-thread runs,
-and a second process that holds an output folder's lock."""
+a second process that holds an output folder's lock, and an offline hub cache (built with `hub_cache`)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,16 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def hub_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty hub cache chosen through HF_HUB_CACHE, with HF_HUB_OFFLINE=1: nothing may touch the network."""
+    root = tmp_path / "hf-cache"
+    root.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return root
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 import torch
-from hub_cache import add_snapshot, tensor_bytes
 
 import edgevl
 from edgevl.errors import CheckpointError, ConfigError
 from edgevl.models import hub
+from hub_cache import add_snapshot, tensor_bytes
 
 pytest.importorskip("huggingface_hub")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hub_cache import add_snapshot, tensor_bytes
 
 import edgevl
 from edgevl.errors import ConfigError
 from edgevl.models import pretrained
 from edgevl.models.pretrained import MOBILECLIP_MEAN, OPENAI_MEAN, PretrainedTag, get_pretrained_tag
+from hub_cache import add_snapshot, tensor_bytes
 
 EXPECTED = {  # (model, tag) -> repository, from the issue and open_clip's table
     ("MobileCLIP-S0", "datacompdr"): "apple/MobileCLIP-S0",

@@ -39,11 +39,14 @@ LOCAL_DIR = "local-dir:"
 WEIGHT_SUFFIXES = {".safetensors", ".pt", ".pth", ".bin"}
 
 
-def parse_model_spec(spec: str, role: str = "model", *, require_weights: bool = True) -> tuple[str, str | None]:
+def parse_model_spec(spec: str, role: str = "model", *, require_weights: bool = True,
+                     named_weights: bool = False) -> tuple[str, str | None]:
     """(model, weights) of a teacher/captioner spec: `MODEL:WEIGHTS`, `local-dir:FOLDER` or a bare model folder.
 
     A folder comes back as (`local-dir:FOLDER`, None). `MODEL` alone is refused with a `ConfigError` unless
-    `require_weights=False` (random init, e.g. for export); `role` names the option in the error.
+    `require_weights=False` (random init, e.g. for export); `role` names the option in the error. With
+    `named_weights=True` WEIGHTS may also be an official tag or `hf-hub:` spec of MODEL (an unknown tag lists the
+    known ones), and `hf-hub:ORG/REPO[/FILE][@REV]` alone comes back as (spec, None): `create_model` fetches them.
     """
     if not spec:
         raise ConfigError(f"empty {role} spec; use MODEL:WEIGHTS or a model folder")
@@ -51,12 +54,32 @@ def parse_model_spec(spec: str, role: str = "model", *, require_weights: bool = 
         return spec, None
     if Path(spec).is_dir():
         return LOCAL_DIR + spec, None
+    if named_weights and spec.startswith(hub.HF_HUB):
+        hub.parse_hub_spec(spec)
+        return spec, None
     model, sep, weights = spec.partition(":")
     if not model or (sep and not weights) or (not sep and require_weights):
         raise ConfigError(f"{role} {spec!r} needs weights: use MODEL:WEIGHTS (file or folder) or a model folder")
-    if weights and not Path(weights).exists():
+    if named_weights and _is_weights_name(weights):
+        _check_weights_name(model, weights)
+    elif weights and not Path(weights).exists():
         raise ConfigError(f"{role} {spec!r}: weights {weights!r} not found")
     return model, weights or None
+
+
+def _check_weights_name(model: str, weights: str) -> None:
+    """Refuse a malformed `hf-hub:` spec or a tag that `model` does not have (listing the ones it has)."""
+    if weights.startswith(hub.HF_HUB):
+        hub.parse_hub_spec(weights)
+    else:
+        get_pretrained_tag(model, weights)
+
+
+def weights_path(model_name: str | None, pretrained: str | Path | None) -> Path | None:
+    """The weights file or folder `create_model(model_name, pretrained)` loads, a tag or `hf-hub:` spec resolved
+    to its file in the hub cache (a missing one is the hub's one-line `CheckpointError`); None for random init."""
+    source = _resolve(model_name, pretrained)[2]
+    return None if source is None else source.weights
 
 
 def split_model_specs(text: str) -> tuple[str, ...]:

@@ -37,7 +37,8 @@ class ReinforceConfig:
     data: str = field(metadata={"help": "input reader spec (wds shards, csv/tsv/jsonl/parquet, coco, ...)"})
     out: str = field(metadata={"help": "output folder for the shards, manifest.json and sizes.json"})
     teachers: tuple[str, ...] = field(metadata={
-        "help": "comma-separated CLIP teachers, MODEL:WEIGHTS or model folders, in stored order",
+        "help": ("comma-separated CLIP teachers in stored order: MODEL:WEIGHTS (a file or folder, an official "
+                 "tag such as ViT-L-14:openai, or MODEL:hf-hub:ORG/REPO), hf-hub:ORG/REPO[@REV] or model folders"),
         "parse": split_model_specs})
     captioner: str | None = field(default=None, metadata={
         "help": "comma-separated LightCap captioners, MODEL:WEIGHTS or model folders, stored side by side "

@@ -1,7 +1,8 @@
 """CLIP teachers of the ensemble: each embeds augmentation replays at its own size/normalization, and captions.
 
-A teacher is named `MODEL:WEIGHTS` (a registered edgevl model and a weights file or folder), `local-dir:FOLDER`,
-or just a model folder written by `edgevl.save_pretrained`.
+A teacher is named `MODEL:WEIGHTS` (a registered edgevl model and a weights file or folder, an official tag such
+as `ViT-L-14:openai`, or `MODEL:hf-hub:ORG/REPO[/FILE][@REV]`), `hf-hub:ORG/REPO[@REV]` (config and weights from
+the repository), `local-dir:FOLDER`, or just a model folder written by `edgevl.save_pretrained`.
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ class OnlineTeacher:
 
     def __init__(self, spec: str, device: torch.device, precision: str = "fp32",
                  logit_scale: float | None = None) -> None:
-        from edgevl.models.factory import LOCAL_DIR, create_model, parse_model_spec, preprocess_cfg_for
+        from edgevl.models.factory import create_model, parse_model_spec, preprocess_cfg_for, weights_path
         from edgevl.tokenizer import get_tokenizer
 
         self.spec = spec
-        self.model_name, weights = parse_model_spec(spec, "teacher")
-        self.weights = weights or self.model_name.removeprefix(LOCAL_DIR)
+        self.model_name, weights = parse_model_spec(spec, "teacher", named_weights=True)
+        self.weights = weights_file(weights_path(self.model_name, weights))
         self.model = create_model(self.model_name, weights, device=device, reparameterize=True).eval()
         self.device, self.precision = device, precision
         pp = preprocess_cfg_for(self.model)
@@ -60,7 +61,7 @@ class OnlineTeacher:
         self.tokenizer = get_tokenizer(context_length=self.model.context_length)
         self.embed_dim = int(self.model.model_cfg["embed_dim"])
         self.logit_scale = float(logit_scale if logit_scale is not None else self.model.scale().item())
-        self.weights_sha256 = sha256_file(weights_file(self.weights))
+        self.weights_sha256 = sha256_file(self.weights)
 
     def describe(self) -> dict[str, Any]:
         """The manifest entry: what the stored block of this teacher means and how to reproduce it."""

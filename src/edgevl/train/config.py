@@ -72,7 +72,8 @@ class TrainConfig:
     real_weight: float = field(default=1.0, metadata={"help": "weight of the (image, real caption) loss"})
     syn_weight: float = field(default=1.0, metadata={"help": "weight of the (image, synthetic caption) loss"})
     teachers: list[str] = field(default_factory=list, metadata={
-        "help": "online-distill: comma-separated CLIP teachers, MODEL:WEIGHTS or model folders",
+        "help": ("online-distill: comma-separated CLIP teachers, MODEL:WEIGHTS (file, folder or official tag "
+                 "such as ViT-L-14:openai), hf-hub:ORG/REPO[@REV] or model folders"),
         "parse": _teacher_specs})
     captioner: str | None = field(default=None, metadata={
         "help": "online-distill: LightCap MODEL:WEIGHTS or model folder for synthetic captions"})
@@ -110,7 +111,7 @@ class TrainConfig:
             from edgevl.models.factory import parse_model_spec
 
             for spec in self.teachers:
-                parse_model_spec(spec, "teacher")
+                parse_model_spec(spec, "teacher", named_weights=True)
             if self.captioner:
                 parse_model_spec(self.captioner, "captioner")
         if not self.train_data:

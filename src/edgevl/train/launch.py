@@ -29,7 +29,7 @@ def build_teachers(cfg: TrainConfig, student_norm: tuple, device: torch.device) 
 
     models, tokenizers, norms = [], [], []
     for spec in cfg.teachers:
-        model = create_model(*parse_model_spec(spec, "teacher"), device=device)
+        model = create_model(*parse_model_spec(spec, "teacher", named_weights=True), device=device)
         models.append(model)
         tokenizers.append(get_tokenizer(context_length=model.context_length))
         norms.append(_norm(preprocess_cfg_for(model)))
