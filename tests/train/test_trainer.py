@@ -132,6 +132,9 @@ def test_bad_options_and_resume_path(make_config, tmp_path):
         make_config(mode="online-distill").validate()
     with pytest.raises(ConfigError, match="teacher 'MobileCLIP-S0' needs weights"):  # as edgevl reinforce
         make_config(mode="online-distill", teachers=["MobileCLIP-S0"]).validate()
+    with pytest.raises(ConfigError, match="unknown pretrained tag 'laion'.*known tags: openai"):  # tags as reinforce
+        make_config(mode="online-distill", teachers=["ViT-L-14:laion"]).validate()
+    make_config(mode="online-distill", teachers=["ViT-L-14:openai", "hf-hub:apple/MobileCLIP-B-OpenCLIP"]).validate()
     with pytest.raises(ConfigError, match="captioner 'lightcap-tiny' needs weights"):
         make_config(mode="online-distill", teachers=[str(tmp_path)], captioner="lightcap-tiny").validate()
     with pytest.raises(CheckpointError, match="not a checkpoint folder"):
