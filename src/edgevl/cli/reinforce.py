@@ -42,7 +42,7 @@ def run_reinforce(args: argparse.Namespace) -> int:
     totals = manifest["totals"]
     print(f"wrote {totals['samples']} samples in {len(manifest['shards'])} shards to {args.out} "
           f"(skipped {totals['skipped']} of {totals['input']} input samples)")
-    for captioner in manifest["captioners"] or []:
+    for captioner in manifest.get("captioners") or []:
         counts = captioner.get("degenerate_captions", {})
         print(f"{captioner['key']}: {counts.get('detected', 0)} degenerate captions, {counts.get('redrawn', 0)} "
               f"re-drawn, {counts.get('kept', 0)} kept (written as drawn)")
