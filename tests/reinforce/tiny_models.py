@@ -36,15 +36,32 @@ def save_teachers(root: Path) -> list[str]:
     return [str(root / "teacher-vit"), f"local-dir:{root / 'teacher-mci'}"]
 
 
-def save_captioner(root: Path) -> str:
-    """A random LightCap with a tiny fusion and an 8-token caption limit; returns its folder."""
+def tiny_lightcap() -> LightCap:
+    """A random LightCap with a tiny fusion and an 8-token caption limit."""
     torch.manual_seed(1)
     cfg = get_lightcap_config("lightcap-tiny").replace(
         name="lightcap-test", image_size=32, hidden=32, layers=1, heads=2, ffn=64, max_caption_tokens=8,
         num_concepts=16, concept_top_k=4, concept_joint_dim=32, concept_hidden=32,
         backbone={"type": "clip_resnet", "layers": [1, 1, 1, 1], "width": 8})
-    LightCap(cfg).eval().save_pretrained(root / "captioner")
+    return LightCap(cfg).eval()
+
+
+def save_captioner(root: Path) -> str:
+    """`tiny_lightcap` saved; returns its folder."""
+    tiny_lightcap().save_pretrained(root / "captioner")
     return str(root / "captioner")
+
+
+def save_collapsed_captioner(root: Path, bias: float = 18.0) -> str:
+    """`tiny_lightcap` with `bias` added to every head's output bias of one word, so it repeats that word in many
+    captions ("[unused2] [unused2] ..."), as a collapsed captioner does; returns its folder."""
+    model = tiny_lightcap()
+    word = model.vocab.words.index("[unused2]")
+    with torch.no_grad():
+        for head in model.head.heads:
+            head.bias[word] += bias
+    model.save_pretrained(root / "collapsed-captioner")
+    return str(root / "collapsed-captioner")
 
 
 def make_world(root: Path, n: int, shard_size: int) -> str:

@@ -42,6 +42,10 @@ def run_reinforce(args: argparse.Namespace) -> int:
     totals = manifest["totals"]
     print(f"wrote {totals['samples']} samples in {len(manifest['shards'])} shards to {args.out} "
           f"(skipped {totals['skipped']} of {totals['input']} input samples)")
+    for captioner in manifest.get("captioners") or []:
+        counts = captioner.get("degenerate_captions", {})
+        print(f"{captioner['key']}: {counts.get('detected', 0)} degenerate captions, {counts.get('redrawn', 0)} "
+              f"re-drawn, {counts.get('kept', 0)} kept (written as drawn)")
     if not totals["samples"]:
         raise NoUsableInputError(f"none of the {totals['input']} input samples of {args.data} could be used")
     return 0
@@ -55,4 +59,7 @@ def run_reinforce_verify(args: argparse.Namespace) -> int:
         print(problem)
     state = "ok" if report.ok else f"{len(report.problems)} problems"
     print(f"{args.folder}: {report.shards} shards, {report.samples} samples checked: {state}")
+    if report.degenerate_captions:
+        print(f"{report.degenerate_captions} degenerate synthetic captions (written as drawn; see "
+              "docs/reinforcement.md, Degenerate captions)")
     return 0 if report.ok else 1

@@ -1,11 +1,14 @@
 """Synthetic captions: nucleus sampling (top-p 0.9, temperature 1) with a LightCap model, cut at the first ".".
 
 Each image samples from its own generator seeded from (seed, sample key), so its captions do not depend on
-which other images share the batch or on the process that handles it.
+which other images share the batch or on the process that handles it. A degenerate caption
+(`caption_quality.degenerate_reason`) is re-drawn up to `--caption-redraws` times from seeds derived from its image's
+seed; if every re-draw is degenerate too, the first draw is kept. Both cases are counted.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +16,8 @@ import torch
 from PIL import Image
 
 from edgevl.io import sha256_file
+from edgevl.reinforce.caption_quality import degenerate_reason
+from edgevl.reinforce.inputs import seed_for
 from edgevl.reinforce.teachers import autocast, weights_file
 
 
@@ -24,6 +29,16 @@ def syn_key(index: int) -> str:
 def cut_caption(text: str) -> str:
     """The reference post-processing: keep the text before the first "." and strip surrounding space."""
     return text.split(".", 1)[0].strip()
+
+
+def degenerate_counts(counts: Counter) -> dict[str, int]:
+    """The `detected`, `redrawn` and `kept` degenerate-caption counts of `counts` (0 when absent), in that order."""
+    return {kind: counts[kind] for kind in ("detected", "redrawn", "kept")}
+
+
+def redraw_seed(seed: int, index: int, attempt: int) -> int:
+    """The seed of re-draw `attempt` (1, 2, ...) of caption `index` of the image whose captions use `seed`."""
+    return seed_for(seed, str(index), f"redraw_{attempt}")
 
 
 class Captioner:
@@ -107,3 +122,26 @@ class Captioner:
         texts = [cut_caption(model.vocab.decode(row)) for row in ids]
         return [texts[i * num_samples:(i + 1) * num_samples] for i in range(batch)]
 
+    def sample_checked(self, images: Sequence[Image.Image], seeds: Sequence[int], num_samples: int, redraws: int,
+                       counts: Counter) -> list[list[str]]:
+        """`sample` with each degenerate caption re-drawn up to `redraws` times; adds to `counts` the captions
+        `detected` degenerate, `redrawn` (replaced by a good re-draw) and `kept` (every re-draw degenerate too: the
+        first draw stays)."""
+        captions = self.sample(images, seeds, num_samples)
+        pending = [(i, j) for i, row in enumerate(captions) for j, text in enumerate(row) if degenerate_reason(text)]
+        counts["detected"] += len(pending)
+        for attempt in range(1, redraws + 1):
+            if not pending:
+                break
+            drawn = self.sample([images[i] for i, _ in pending],
+                                [redraw_seed(seeds[i], j, attempt) for i, j in pending], 1)
+            still = []
+            for (i, j), (text,) in zip(pending, drawn):
+                if degenerate_reason(text):
+                    still.append((i, j))
+                else:
+                    captions[i][j] = text
+            counts["redrawn"] += len(pending) - len(still)
+            pending = still
+        counts["kept"] += len(pending)
+        return captions

@@ -66,6 +66,9 @@ class ReinforceConfig:
         "help": "compute precision of the models", "choices": COMPUTE_PRECISIONS})
     top_p: float = field(default=0.9, metadata={"help": "nucleus mass of caption sampling"})
     temperature: float = field(default=1.0, metadata={"help": "caption sampling temperature"})
+    caption_redraws: int = field(default=3, metadata={
+        "help": "extra draws of a degenerate synthetic caption before it is kept as drawn (0: keep every caption; "
+                "degenerate ones are counted either way)"})
     images: bool = field(default=True, metadata={
         "help": "DataCompDR layout: leave image and txt out (read with ?images=<the input shards>)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N] (torchrun: cuda:LOCAL_RANK)"})
@@ -114,6 +117,8 @@ class ReinforceConfig:
                               "captions)")
         if len(self.aug_scale) != 2 or not 0 < self.aug_scale[0] <= self.aug_scale[1] <= 1:
             raise ConfigError(f"--aug-scale must be two numbers 0 < lo <= hi <= 1, got {self.aug_scale}")
+        if self.caption_redraws < 0:
+            raise ConfigError(f"--caption-redraws must be >= 0, got {self.caption_redraws}")
         if self.aug_ops < 0:
             raise ConfigError(f"--aug-ops must be >= 0, got {self.aug_ops}")
         if self.logit_scales is not None and len(self.logit_scales) != len(self.teachers):

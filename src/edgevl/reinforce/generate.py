@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from edgevl.errors import ConfigError
 from edgevl.io import atomic_write_text, sha256_file
 from edgevl.locks import output_lock
 from edgevl.progress import Progress
-from edgevl.reinforce.captioner import Captioner, syn_key
+from edgevl.reinforce.captioner import Captioner, degenerate_counts, syn_key
 from edgevl.reinforce.config import ReinforceConfig
 from edgevl.reinforce.inputs import InputSample, InputShards, member_key, seed_for
 from edgevl.reinforce.manifest import build_manifest
@@ -37,7 +38,8 @@ STATE_DIR = "_state"
 SETTINGS = "settings.json"
 BARRIER_TIMEOUT_S = 7 * 24 * 3600.0  # ranks that finish early wait for the slowest one at the final barrier
 # settings a run started by an older edgevl did not record, with the value it used
-SETTINGS_ADDED_LATER = {"aug_scale": list(AugmentConfig.scale), "aug_ops": AugmentConfig.num_ops}
+SETTINGS_ADDED_LATER = {"aug_scale": list(AugmentConfig.scale), "aug_ops": AugmentConfig.num_ops,
+                        "caption_redraws": 0}
 
 
 def shard_name(index: int) -> str:
@@ -60,6 +62,7 @@ class ShardJob:
         log = SkipLog(strict=self.cfg.strict)
         writer = ShardWriter(path)
         seen: set[str] = set()
+        degenerate = {syn_key(k): Counter() for k in range(len(self.captioners))}
         try:
             batch: list[tuple[str, InputSample]] = []
             for position, sample in enumerate(self.inputs.samples(shard, log)):
@@ -70,10 +73,10 @@ class ShardJob:
                 seen.add(key)
                 batch.append((key, sample))
                 if len(batch) == self.cfg.batch_size:
-                    self._write_batch(writer, batch, progress)
+                    self._write_batch(writer, batch, degenerate, progress)
                     batch = []
             if batch:
-                self._write_batch(writer, batch, progress)
+                self._write_batch(writer, batch, degenerate, progress)
             writer.commit()
         except BaseException:
             writer.abort()
@@ -83,13 +86,15 @@ class ShardJob:
             "source": self.inputs.source(shard),
             "samples": writer.samples,
             "skipped": dict(sorted(log.counts.items())),
+            "degenerate_captions": {key: degenerate_counts(c) for key, c in degenerate.items()},
             "bytes": path.stat().st_size,
             "sha256": sha256_file(path),
         }
         atomic_write_text(self.out / STATE_DIR / f"{path.stem}.json", json.dumps(stats, indent=1) + "\n")
         return stats
 
-    def _write_batch(self, writer: ShardWriter, batch: list[tuple[str, InputSample]], progress: Any) -> None:
+    def _write_batch(self, writer: ShardWriter, batch: list[tuple[str, InputSample]],
+                     degenerate: dict[str, Counter], progress: Any) -> None:
         cfg = self.cfg
         samples = [s for _, s in batch]
         images = [s.image for s in samples]
@@ -97,7 +102,7 @@ class ShardJob:
         for s in samples:
             gen = torch.Generator().manual_seed(seed_for(cfg.seed, s.key, "augment"))
             records.append([sample_record(s.image.width, s.image.height, self.aug, gen) for _ in range(cfg.num_augs)])
-        synthetic = self._synthetic(samples, images)
+        synthetic = self._synthetic(samples, images, degenerate)
         texts = [t for s, syn in zip(samples, synthetic) for t in [s.caption, *itertools.chain(*syn.values())]]
         rows = 1 + len(self.captioners) * cfg.syn_per_captioner
         image_blocks, text_blocks = [], []
@@ -126,8 +131,10 @@ class ShardJob:
         if progress is not None:
             progress.update(len(batch))
 
-    def _synthetic(self, samples: list[InputSample], images: list) -> list[dict[str, list[str]]]:
-        """Each sample's `syn.json` content: one key per captioner in order (`{"syn_text": []}` with none).
+    def _synthetic(self, samples: list[InputSample], images: list,
+                   degenerate: dict[str, Counter]) -> list[dict[str, list[str]]]:
+        """Each sample's `syn.json` content: one key per captioner in order (`{"syn_text": []}` with none);
+        degenerate captions are counted into `degenerate[key]`.
 
         Captioner k draws image i's captions from seed stream `caption` (k = 0) or `caption_<k>`, so the first
         captioner's captions do not depend on whether others are added.
@@ -138,7 +145,9 @@ class ShardJob:
         for k, captioner in enumerate(self.captioners):
             stream = "caption" if k == 0 else f"caption_{k}"
             seeds = [seed_for(self.cfg.seed, s.key, stream) for s in samples]
-            for row, texts in zip(out, captioner.sample(images, seeds, self.cfg.syn_per_captioner)):
+            captions = captioner.sample_checked(images, seeds, self.cfg.syn_per_captioner, self.cfg.caption_redraws,
+                                                degenerate[syn_key(k)])
+            for row, texts in zip(out, captions):
                 row[syn_key(k)] = texts
         return out
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgevl.data.readers.reinforced_manifest import FORMAT, ReinforcedManifest, ShardRecord, TeacherRecord
-from edgevl.reinforce.captioner import Captioner, syn_key
+from edgevl.reinforce.captioner import Captioner, degenerate_counts, syn_key
 from edgevl.version import __version__
 
 if TYPE_CHECKING:
@@ -27,6 +27,15 @@ def skip_totals(stats: Sequence[dict[str, Any]]) -> dict[str, int]:
     for s in stats:
         total.update(s["skipped"])
     return dict(sorted(total.items()))
+
+
+def degenerate_totals(stats: Sequence[dict[str, Any]], key: str) -> dict[str, int]:
+    """Degenerate-caption counts of captioner `key` summed over shard statistics (shards finished by an edgevl
+    that did not count them add nothing)."""
+    total: Counter = Counter()
+    for s in stats:
+        total.update(s.get("degenerate_captions", {}).get(key, {}))
+    return degenerate_counts(total)
 
 
 def text_rows(keys: Sequence[str], per_key: int) -> str:
@@ -57,7 +66,8 @@ def build_manifest(cfg: ReinforceConfig, inputs: InputShards, teachers: Sequence
         source={"data": cfg.data, "shards": len(inputs), "shard_size": cfg.shard_size,
                 "skipped_when_opening": open_skips},
         teachers=tuple(TeacherRecord.from_dict(t.describe(), f"teacher {t.spec!r}") for t in teachers),
-        captioners=tuple({"key": key, **c.describe()} for key, c in zip(keys, captioners)),
+        captioners=tuple({"key": key, **c.describe(), "degenerate_captions": degenerate_totals(stats, key)}
+                         for key, c in zip(keys, captioners)),
         augmentation=aug.to_dict(),
         num_augs=cfg.num_augs,
         num_syn_captions=per_key,

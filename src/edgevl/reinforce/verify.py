@@ -2,7 +2,8 @@
 
 Checks the shard list (present, size and SHA-256, no unlisted or half-written shards), every sample's members,
 the number of augmentation records and synthetic captions (per captioner key, or none for teacher-only data),
-and the embedding shapes, dtype and per-teacher norms (1 within the storage dtype's rounding).
+and the embedding shapes, dtype and per-teacher norms (1 within the storage dtype's rounding). Degenerate synthetic
+captions (`caption_quality.degenerate_reason`) are counted, not problems: a run keeps those it could not re-draw.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,6 +22,7 @@ from edgevl.data.readers.reinforced_manifest import ReinforcedManifest, ShardRec
 from edgevl.data.readers.webdataset import IMAGE_EXTS, RawSample, SkipSample, read_shard
 from edgevl.errors import ConfigError, EdgevlError
 from edgevl.io import sha256_file
+from edgevl.reinforce.caption_quality import degenerate_reason
 from edgevl.reinforce.storage import STORAGE_DTYPES
 
 NORM_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-3, "bf16": 1e-2}
@@ -32,6 +35,7 @@ class VerifyReport:
 
     shards: int = 0
     samples: int = 0
+    degenerate_captions: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -81,13 +85,25 @@ def _sample_problems(raw: RawSample, manifest: ReinforcedManifest) -> list[str]:
     return problems
 
 
+def _parse_syn(member: bytes) -> Any:
+    """The JSON content of a `syn.json` member, or None when it is not UTF-8 JSON."""
+    try:
+        return json.loads(member.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _degenerate_captions(member: bytes) -> int:
+    """The degenerate captions among the synthetic captions of a `syn.json` (0 when it is malformed)."""
+    syn = _parse_syn(member)
+    lists = [texts for texts in syn.values() if isinstance(texts, list)] if isinstance(syn, dict) else []
+    return sum(isinstance(t, str) and degenerate_reason(t) is not None for texts in lists for t in texts)
+
+
 def _synthetic_problem(member: bytes, keys: list[str], num_syn: int) -> str | None:
     """What is wrong with a `syn.json`: it must hold exactly the manifest's keys with `num_syn` non-empty
     captions each, or just an empty `syn_text` list for teacher-only data."""
-    try:
-        syn = json.loads(member.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        syn = None
+    syn = _parse_syn(member)
     if not keys:
         return None if syn == {"syn_text": []} else "syn.json must be {\"syn_text\": []} (teacher-only data)"
     found = sorted(k for k in syn if k.startswith("syn_text")) if isinstance(syn, dict) else []
@@ -137,6 +153,7 @@ def _check_shard(folder: Path, stats: ShardRecord, manifest: ReinforcedManifest,
             problems.append(f"{name}:{raw['__key__']}: key occurs twice")
         keys.add(raw["__key__"])
         problems += [f"{name}:{raw['__key__']}: {p}" for p in _sample_problems(raw, manifest)]
+        report.degenerate_captions += _degenerate_captions(raw["syn.json"]) if "syn.json" in raw else 0
     report.samples += count
     if log.counts:
         problems.append(f"{name}: unreadable tar ({log.summary()})")
