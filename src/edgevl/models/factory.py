@@ -75,13 +75,6 @@ def _check_weights_name(model: str, weights: str) -> None:
         get_pretrained_tag(model, weights)
 
 
-def weights_path(model_name: str | None, pretrained: str | Path | None) -> Path | None:
-    """The weights file or folder `create_model(model_name, pretrained)` loads, a tag or `hf-hub:` spec resolved
-    to its file in the hub cache (a missing one is the hub's one-line `CheckpointError`); None for random init."""
-    source = _resolve(model_name, pretrained)[2]
-    return None if source is None else source.weights
-
-
 def split_model_specs(text: str) -> tuple[str, ...]:
     """`--teachers A:W,B:W` -> ('A:W', 'B:W'); blanks dropped (a comma inside one spec is not supported)."""
     return tuple(s.strip() for s in text.split(",") if s.strip())
@@ -320,6 +313,7 @@ def create_model(
         _reparameterize_in_place(model)
     model.to(dtype=WEIGHT_DTYPES[precision]).eval()
     model.model_cfg = cfg
+    model.pretrained_path = None if source is None else source.weights  # the file or folder loaded
     model.preprocess_cfg = {**cfg.get("preprocess_cfg", {}), **(folder_pp or {})}
     return model
 

@@ -47,13 +47,13 @@ class OnlineTeacher:
 
     def __init__(self, spec: str, device: torch.device, precision: str = "fp32",
                  logit_scale: float | None = None) -> None:
-        from edgevl.models.factory import create_model, parse_model_spec, preprocess_cfg_for, weights_path
+        from edgevl.models.factory import create_model, parse_model_spec, preprocess_cfg_for
         from edgevl.tokenizer import get_tokenizer
 
         self.spec = spec
         self.model_name, weights = parse_model_spec(spec, "teacher", named_weights=True)
-        self.weights = weights_file(weights_path(self.model_name, weights))
         self.model = create_model(self.model_name, weights, device=device, reparameterize=True).eval()
+        self.weights = weights_file(self.model.pretrained_path)
         self.device, self.precision = device, precision
         pp = preprocess_cfg_for(self.model)
         self.size, self.interpolation = pp.size, pp.interpolation
