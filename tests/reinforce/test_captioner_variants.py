@@ -22,15 +22,7 @@ from edgevl.reinforce.generate import reinforce
 from edgevl.reinforce.verify import verify
 from edgevl.train.losses import DistillConfig, distill_terms, reinforced_loss
 from edgevl.train.manifest import check_reinforced_data
-
-STUDENT = {
-    "embed_dim": 8,
-    "vision_cfg": {"timm_model_name": "fastvit_mci0", "image_size": 32,
-                   "timm_model_kwargs": {"layers": [1, 1, 1, 1], "embed_dims": [8, 8, 16, 32]}},
-    "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
-    "custom_text": True,
-    "preprocess_cfg": {"size": 32, "mean": [0, 0, 0], "std": [1, 1, 1], "interpolation": "bilinear"},
-}
+from tiny_configs import TINY_MCI
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +119,7 @@ def test_reinforced_loss_without_synthetic_captions_is_the_real_caption_term():
 
 def test_train_reinforced_on_teacher_only_data(teacher_only, two_captioners, tmp_path):
     config = tmp_path / "tiny-mci-teacher-only.json"
-    config.write_text(json.dumps(STUDENT))
+    config.write_text(json.dumps(TINY_MCI))
     add_model_config(config)
     for name, (out, _) in (("teachers", teacher_only), ("captions", two_captioners)):
         args = ["train", "--model", "tiny-mci-teacher-only", "--train-data", f"reinforced:{out}/00000000.tar",

@@ -14,15 +14,8 @@ from edgevl.cli import main
 from edgevl.errors import ConfigError, DataError
 from edgevl.models.registry import add_model_config
 from edgevl.train.manifest import check_reinforced_data
+from tiny_configs import TINY_MCI
 
-TINY_MCI = {
-    "embed_dim": 8,
-    "vision_cfg": {"timm_model_name": "fastvit_mci0", "image_size": 32,
-                   "timm_model_kwargs": {"layers": [1, 1, 1, 1], "embed_dims": [8, 8, 16, 32]}},
-    "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
-    "custom_text": True,
-    "preprocess_cfg": {"size": 32, "mean": [0, 0, 0], "std": [1, 1, 1], "interpolation": "bilinear"},
-}
 DIMS = (6, 10)
 
 

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from test_cli_train import TINY_MCI, write_reinforced
+from test_cli_train import write_reinforced
 from train_helpers import TEXT_CFG, ToyPairs, tiny_clip
 
 from edgevl.cli import main
@@ -18,6 +18,7 @@ from edgevl.models.checkpoint import describe_pretrained, load_checkpoint
 from edgevl.models.factory import create_model, resolve_model_name
 from edgevl.models.registry import add_model_config
 from edgevl.train.trainer import Trainer
+from tiny_configs import TINY_MCI
 
 NAME = "tiny-vit-model-folders"
 TINY_VIT = {

@@ -10,10 +10,11 @@ import sys
 import textwrap
 
 import pytest
-from test_cli_train import TINY_MCI, write_reinforced
+from test_cli_train import write_reinforced
 
 from edgevl.cli import main
 from edgevl.models.registry import add_model_config
+from tiny_configs import TINY_MCI
 
 
 @pytest.fixture
