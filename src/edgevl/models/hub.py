@@ -11,7 +11,6 @@ not match the name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgevl.errors import CheckpointError, ConfigError
+from edgevl.io import sha256_file
 
 HF_HUB = "hf-hub:"
 CONFIG_FILE = "open_clip_config.json"
@@ -81,12 +81,9 @@ def _verify(path: Path, ref: HubRef, filename: str) -> None:
     key = (str(blob), stat.st_size, stat.st_mtime_ns)
     if key in _VERIFIED:
         return
-    digest = hashlib.sha256()
-    with blob.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != blob.name:
-        raise CheckpointError(f"cached {filename} of {ref.repo} is damaged (sha256 {digest.hexdigest()[:12]}..., "
+    digest = sha256_file(blob)
+    if digest != blob.name:
+        raise CheckpointError(f"cached {filename} of {ref.repo} is damaged (sha256 {digest[:12]}..., "
                               f"expected {blob.name[:12]}...): delete {blob} and run {_fetch_command(ref, filename)}")
     _VERIFIED.add(key)
 
