@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 from edgevl.errors import CheckpointError
 
@@ -76,3 +78,14 @@ def run_params_model(folder: str | os.PathLike) -> tuple[str, Path] | None:
     except (OSError, ValueError, AttributeError):
         return None
     return (model, params) if isinstance(model, str) and model else None
+
+
+def changed_settings(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Collection[str] = ()) -> list[str]:
+    """`"key: old -> new"` for every setting that differs between a saved run and a resume, sorted by key.
+
+    Values compare as saved JSON (tuples equal lists); keys in `ignore` are not compared.
+    """
+    def plain(value: Any) -> Any:
+        return json.loads(json.dumps(value))
+    keys = sorted(k for k in set(old) | set(new) if k not in ignore and plain(old.get(k)) != plain(new.get(k)))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]

@@ -12,11 +12,11 @@ from tiny_models import NUM_AUGS, NUM_SYN, reinforce_config, save_collapsed_capt
 
 from edgevl.cli import main
 from edgevl.errors import ConfigError
-from edgevl.reinforce.caption_quality import degenerate_reason
+from edgevl.reinforce.caption_quality import RULES, degenerate_reason
 from edgevl.reinforce.generate import reinforce
 from edgevl.reinforce.verify import verify
 
-KINDS = ("detected", "redrawn", "kept")
+KINDS = ("detected", "redrawn", "kept", *RULES)
 
 
 def stored_degenerate(out: Path) -> int:
@@ -31,7 +31,7 @@ def check_counts(out: Path, manifest: dict) -> dict[str, int]:
     counts = manifest["captioners"][0]["degenerate_captions"]
     states = [json.loads((out / "_state" / f"{tar.stem}.json").read_text()) for tar in sorted(out.glob("*.tar"))]
     assert counts == {kind: sum(s["degenerate_captions"]["syn_text"][kind] for s in states) for kind in KINDS}
-    assert counts["detected"] == counts["redrawn"] + counts["kept"]
+    assert counts["detected"] == counts["redrawn"] + counts["kept"] == sum(counts[rule] for rule in RULES)
     assert stored_degenerate(out) == counts["kept"]
     return counts
 
@@ -50,7 +50,9 @@ def test_collapsed_captioner_redraws_and_counts_degenerate_captions(tiny, tmp_pa
     manifest = json.loads((out / "manifest.json").read_text())
     counts = check_counts(out, manifest)
     assert counts["redrawn"] > 0 and counts["kept"] > 0
-    assert (f"syn_text: {counts['detected']} degenerate captions, {counts['redrawn']} re-drawn, "
+    rules = ", ".join(f"{rule} {counts[rule]}" for rule in RULES if counts[rule])
+    assert counts["dominant_token"] > 0  # the collapsed captioner repeats one word
+    assert (f"syn_text: {counts['detected']} degenerate captions ({rules}), {counts['redrawn']} re-drawn, "
             f"{counts['kept']} kept (written as drawn)") in capsys.readouterr().out
     report = verify(out)
     assert report.ok and report.degenerate_captions == counts["kept"]
@@ -61,8 +63,9 @@ def test_collapsed_captioner_redraws_and_counts_degenerate_captions(tiny, tmp_pa
     assert (again / "00000000.tar").read_bytes() == (out / "00000000.tar").read_bytes()
     as_drawn = reinforce(reinforce_config(tiny, tmp_path / "as-drawn", data=first_shard,
                                           captioner=collapsed, caption_redraws=0))
+    by_rule = {rule: counts[rule] for rule in RULES}
     assert check_counts(tmp_path / "as-drawn", as_drawn) == {"detected": counts["detected"], "redrawn": 0,
-                                                             "kept": counts["detected"]}
+                                                             "kept": counts["detected"], **by_rule}
 
 
 def test_a_run_started_without_the_check_resumes_only_without_redraws(tiny, reference, tmp_path):
@@ -72,10 +75,10 @@ def test_a_run_started_without_the_check_resumes_only_without_redraws(tiny, refe
         old = {k: v for k, v in json.loads(state.read_text()).items() if k not in ("caption_redraws",
                                                                                   "degenerate_captions")}
         state.write_text(json.dumps(old))
-    with pytest.raises(ConfigError, match=r"different settings \(caption_redraws\)"):
+    with pytest.raises(ConfigError, match=r"different settings \(caption_redraws: "):
         reinforce(reinforce_config(tiny, copy))
     manifest = reinforce(reinforce_config(tiny, copy, caption_redraws=0))
-    assert manifest["captioners"][0]["degenerate_captions"] == {"detected": 0, "redrawn": 0, "kept": 0}
+    assert manifest["captioners"][0]["degenerate_captions"] == dict.fromkeys(KINDS, 0)
     assert manifest["shards"] == reference[1]["shards"]
 
 

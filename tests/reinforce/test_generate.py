@@ -187,6 +187,29 @@ def test_bad_settings_are_config_errors(tiny, fp16_run, tmp_path):
         run(tiny, tmp_path / "x", teachers=("world-teacher-vit",))
 
 
+def test_resume_refuses_replaced_teacher_weights(tiny, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    data = str(Path(tiny.data).parent / "00000.tar")
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny.teachers[0], teacher)
+    teachers = (str(teacher), tiny.teachers[1])
+    out = tmp_path / "out"
+    run(tiny, out, data=data, teachers=teachers)
+    settings = json.loads((out / "_state" / "settings.json").read_text())
+    assert set(settings["weights_sha256"]) == {*teachers, tiny.captioner}
+    state = load_file(teacher / "model.safetensors")
+    first = next(iter(state))
+    save_file({**state, first: state[first] + 1.0}, teacher / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ConfigError, match=r"different settings \(weights_sha256: "):
+        run(tiny, out, data=data, teachers=teachers)
+    del settings["weights_sha256"]  # a run started before edgevl recorded the hashes resumes unchecked
+    (out / "_state" / "settings.json").write_text(json.dumps(settings))
+    assert run(tiny, out, data=data, teachers=teachers)["teachers"][0]["name"] == str(teacher)
+
+
 def test_corrected_rerun_after_a_failed_start_is_accepted(tiny, tmp_path):
     data = str(Path(tiny.data).parent / "00000.tar")
     with pytest.raises(ConfigError, match="needs weights"):

@@ -39,5 +39,5 @@ def test_second_run_on_the_same_folder_fails_at_once(tiny, tmp_path, capsys):
     # the folder is the first run's alone: a run with another seed is refused before it writes anything
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert main([*cli_args(tiny, out), "--seed", "2"]) == 2
-    assert "different settings (seed)" in capsys.readouterr().err
+    assert "different settings (seed: " in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before

@@ -122,5 +122,5 @@ def test_a_run_recorded_before_the_augmentation_settings_resumes_with_their_defa
     state.write_text(json.dumps(old))
     assert reinforce(reinforce_config(tiny, copy)) == reference[1]
     state.write_text(json.dumps(old))
-    with pytest.raises(ConfigError, match=r"different settings \(aug_ops\)"):
+    with pytest.raises(ConfigError, match=r"different settings \(aug_ops: "):
         reinforce(reinforce_config(tiny, copy, aug_ops=0))

@@ -35,6 +35,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run_reinforce(args: argparse.Namespace) -> int:
+    from edgevl.reinforce.caption_quality import RULES
     from edgevl.reinforce.config import ReinforceConfig
     from edgevl.reinforce.generate import reinforce
 
@@ -44,8 +45,9 @@ def run_reinforce(args: argparse.Namespace) -> int:
           f"(skipped {totals['skipped']} of {totals['input']} input samples)")
     for captioner in manifest.get("captioners") or []:
         counts = captioner.get("degenerate_captions", {})
-        print(f"{captioner['key']}: {counts.get('detected', 0)} degenerate captions, {counts.get('redrawn', 0)} "
-              f"re-drawn, {counts.get('kept', 0)} kept (written as drawn)")
+        rules = ", ".join(f"{rule} {counts[rule]}" for rule in RULES if counts.get(rule))
+        print(f"{captioner['key']}: {counts.get('detected', 0)} degenerate captions{f' ({rules})' if rules else ''}, "
+              f"{counts.get('redrawn', 0)} re-drawn, {counts.get('kept', 0)} kept (written as drawn)")
     if not totals["samples"]:
         raise NoUsableInputError(f"none of the {totals['input']} input samples of {args.data} could be used")
     return 0

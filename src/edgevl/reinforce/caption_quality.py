@@ -12,6 +12,7 @@ Real captions such as "a red star and a blue circle on a gray background" match 
 
 from __future__ import annotations
 
+RULES = ("empty", "dominant_token", "repeated_token", "repeated_ngram")  # in the order they are checked
 MIN_TOKENS_FOR_SHARE = 4
 MAX_NGRAM = 3
 MIN_RUN = 3

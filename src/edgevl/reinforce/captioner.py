@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from edgevl.io import sha256_file
-from edgevl.reinforce.caption_quality import degenerate_reason
+from edgevl.reinforce.caption_quality import RULES, degenerate_reason
 from edgevl.reinforce.inputs import seed_for
 from edgevl.reinforce.teachers import autocast, weights_file
 
@@ -32,8 +32,9 @@ def cut_caption(text: str) -> str:
 
 
 def degenerate_counts(counts: Counter) -> dict[str, int]:
-    """The `detected`, `redrawn` and `kept` degenerate-caption counts of `counts` (0 when absent), in that order."""
-    return {kind: counts[kind] for kind in ("detected", "redrawn", "kept")}
+    """The `detected`, `redrawn` and `kept` degenerate-caption counts of `counts`, then the first draws `detected`
+    per rule of `caption_quality.RULES` (0 when absent), in that order."""
+    return {kind: counts[kind] for kind in ("detected", "redrawn", "kept", *RULES)}
 
 
 def redraw_seed(seed: int, index: int, attempt: int) -> int:
@@ -125,11 +126,13 @@ class Captioner:
     def sample_checked(self, images: Sequence[Image.Image], seeds: Sequence[int], num_samples: int, redraws: int,
                        counts: Counter) -> list[list[str]]:
         """`sample` with each degenerate caption re-drawn up to `redraws` times; adds to `counts` the captions
-        `detected` degenerate, `redrawn` (replaced by a good re-draw) and `kept` (every re-draw degenerate too: the
-        first draw stays)."""
+        `detected` degenerate (also per rule), `redrawn` (replaced by a good re-draw) and `kept` (every re-draw
+        degenerate too: the first draw stays)."""
         captions = self.sample(images, seeds, num_samples)
-        pending = [(i, j) for i, row in enumerate(captions) for j, text in enumerate(row) if degenerate_reason(text)]
+        reasons = {(i, j): degenerate_reason(text) for i, row in enumerate(captions) for j, text in enumerate(row)}
+        pending = [ij for ij, reason in reasons.items() if reason]
         counts["detected"] += len(pending)
+        counts.update(reasons[ij] for ij in pending)
         for attempt in range(1, redraws + 1):
             if not pending:
                 break

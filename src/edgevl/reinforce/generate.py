@@ -33,6 +33,7 @@ from edgevl.reinforce.inputs import InputSample, InputShards, member_key, seed_f
 from edgevl.reinforce.manifest import build_manifest
 from edgevl.reinforce.storage import ShardWriter, check_storage, embedding_blob
 from edgevl.reinforce.teachers import OnlineTeacher
+from edgevl.run_layout import changed_settings
 
 STATE_DIR = "_state"
 SETTINGS = "settings.json"
@@ -40,6 +41,7 @@ BARRIER_TIMEOUT_S = 7 * 24 * 3600.0  # ranks that finish early wait for the slow
 # settings a run started by an older edgevl did not record, with the value it used
 SETTINGS_ADDED_LATER = {"aug_scale": list(AugmentConfig.scale), "aug_ops": AugmentConfig.num_ops,
                         "caption_redraws": 0}
+WEIGHTS_KEY = "weights_sha256"  # the settings entry {teacher or captioner spec: sha256 of its weights file}
 
 
 def shard_name(index: int) -> str:
@@ -163,18 +165,21 @@ def completed_stats(out: Path, shard: int) -> dict[str, Any] | None:
 
 
 def _check_settings(out: Path, settings: dict[str, Any], shards: int) -> None:
-    """Refuse to resume a run whose finished shards were made with other settings.
+    """Refuse to resume a run whose finished shards were made with other settings or other model weights.
 
-    Settings left by a start that finished no shard (e.g. it failed while loading a teacher) do not count.
+    Settings left by a start that finished no shard (e.g. it failed while loading a teacher) do not count. The
+    weights' sha256 (`WEIGHTS_KEY`) are compared only when both sides have them: before the models are loaded,
+    and for runs started before edgevl recorded them.
     """
     path = out / STATE_DIR / SETTINGS
     if not path.is_file() or all(completed_stats(out, i) is None for i in range(shards)):
         return
     old = {**SETTINGS_ADDED_LATER, **json.loads(path.read_text(encoding="utf-8"))}
-    changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    ignore = {WEIGHTS_KEY} - (set(old) & set(settings))
+    changed = changed_settings(old, settings, ignore=ignore)
     if changed:
-        raise ConfigError(f"{out} holds a run with different settings ({', '.join(changed)}); "
-                          "use a new --out or the same arguments to resume")
+        raise ConfigError(f"{out} holds a run with different settings ({'; '.join(changed[:4])}); "
+                          "use a new --out or the same arguments and weights to resume")
 
 
 def _progress_total(inputs: InputShards, shards: Sequence[int]) -> int | None:
@@ -214,8 +219,10 @@ def _reinforce(cfg: ReinforceConfig, info: DistInfo) -> dict[str, Any]:
     captioners = [Captioner(spec, info.device, cfg.precision, cfg.top_p, cfg.temperature) for spec in cfg.captioners]
     aug = AugmentConfig(size=cfg.aug_size or teachers[0].size, interpolation=teachers[0].interpolation,
                         scale=cfg.aug_scale, num_ops=cfg.aug_ops, mean=teachers[0].mean, std=teachers[0].std)
+    settings = {**cfg.settings(), WEIGHTS_KEY: {m.spec: m.weights_sha256 for m in (*teachers, *captioners)}}
+    _check_settings(out, settings, len(inputs))  # the same specs may now name other weights (a replaced file)
     if info.is_main:  # only now that everything loaded, so a failed start leaves no settings behind
-        atomic_write_text(out / STATE_DIR / SETTINGS, json.dumps(cfg.settings(), indent=1, sort_keys=True) + "\n")
+        atomic_write_text(out / STATE_DIR / SETTINGS, json.dumps(settings, indent=1, sort_keys=True) + "\n")
     barrier()  # every rank listed the pending shards before any rank writes one
     mine = pending[info.rank::info.world_size]
     job = ShardJob(cfg, inputs, teachers, captioners, aug, out)

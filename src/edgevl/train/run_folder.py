@@ -14,7 +14,7 @@ from typing import Any
 
 from edgevl.errors import ConfigError
 from edgevl.io import atomic_write_text
-from edgevl.run_layout import METRICS_FILE, PARAMS_FILE, list_checkpoints
+from edgevl.run_layout import METRICS_FILE, PARAMS_FILE, changed_settings, list_checkpoints
 
 # Options a resumed run may change: they decide how long it runs, how it is logged and where it computes.
 RESUMABLE_OPTIONS = frozenset({"resume", "steps", "log_every", "eval_every", "eval_samples", "save_every",
@@ -31,16 +31,11 @@ def check_resume_settings(run_dir: str | os.PathLike, params: dict[str, Any]) ->
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot resume {run_dir}: its {PARAMS_FILE} is unreadable ({exc})") from None
-    changed = sorted(k for k in set(old) | set(params)
-                     if k not in RESUMABLE_OPTIONS and _plain(old.get(k)) != _plain(params.get(k)))
+    changed = changed_settings(old, params, ignore=RESUMABLE_OPTIONS)
     if changed:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {params.get(k)!r}" for k in changed[:4])
+        detail = ", ".join(changed[:4])
         raise ConfigError(f"cannot resume {run_dir} with different settings ({detail}); use the run's own "
                           f"settings (in {path}) or another folder")
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value))  # tuples and lists compare equal, as they do once saved
 
 
 def start_run_folder(run_dir: str | os.PathLike, params_json: str, step: int) -> None:
