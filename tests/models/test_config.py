@@ -32,7 +32,8 @@ def test_every_shipped_config_parses_and_builds():
         cfg = ModelConfig.from_dict(edgevl.get_model_config(name), name)
         assert cfg.embed_dim > 0 and cfg.text_cfg.context_length > 0, name
         model = edgevl.create_model(name, device="meta")
-        assert model.text.positional_embedding.shape[0] == cfg.text_cfg.context_length, name
+        cls_row = int(cfg.text_cfg.embed_cls)  # CoCa appends a CLS position after the context
+        assert model.text.positional_embedding.shape[0] == cfg.text_cfg.context_length + cls_row, name
 
 
 def test_a_config_becomes_the_same_constructor_arguments():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import edgevl
-from edgevl.errors import ConfigError
+from edgevl.errors import ConfigError, EdgevlError
 from edgevl.models import pretrained
 from edgevl.models.pretrained import MOBILECLIP_MEAN, OPENAI_MEAN, PretrainedTag, get_pretrained_tag
 from hub_cache import add_snapshot, tensor_bytes
@@ -33,7 +33,7 @@ def test_every_official_weight_set_is_listed():
     assert EXPECTED.items() <= listed.items()
     assert len(listed) == len(edgevl.list_pretrained())  # no tag twice
     buildable = set(edgevl.list_models())
-    assert {m for m, _ in listed if not m.startswith("coca_")} <= buildable
+    assert {m for m, _ in listed} <= buildable
     assert edgevl.list_pretrained_tags_by_model("MobileCLIP-B") == ["datacompdr", "datacompdr_lt"]
     assert edgevl.list_pretrained_tags_by_model("ViT-L/14")[:2] == ["openai", "datacomp_xl_s13b_b90k"]
 
@@ -55,9 +55,9 @@ def test_unknown_tags_list_the_known_ones():
         edgevl.create_model("world-student-mci", pretrained="datacompdr")
 
 
-def test_coca_tags_fail_until_coca_lands():
+def test_a_coca_tag_missing_from_the_cache_names_its_repository(hub_root):
     assert "laion2b_s13b_b90k" in edgevl.list_pretrained_tags_by_model("coca_ViT-B-32")
-    with pytest.raises(ConfigError, match="CoCa is not implemented yet"):
+    with pytest.raises(EdgevlError, match="laion/mscoco_finetuned_CoCa-ViT-L-14-laion2B-s13B-b90k"):
         edgevl.create_model_and_transforms("coca_ViT-L-14", pretrained="mscoco_finetuned_laion2b_s13b_b90k")
 
 

@@ -27,6 +27,7 @@ IGNORED_KEYS: dict[str, tuple[str, ...]] = {
     "model": (),
     "vision_cfg": ("timm_model_pretrained", "timm_pool", "timm_proj", "timm_drop", "timm_drop_path"),
     "text_cfg": (),
+    "multimodal_cfg": ("vocab_size", "mlp_ratio", "attn_pooler_heads", "n_queries", "dim_head"),
     "preprocess_cfg": ("mode",),
 }
 
@@ -44,6 +45,10 @@ class VisionConfig:
     patch_size: int = 16
     head_width: int = 64
     mlp_ratio: float = 4.0
+    attentional_pool: bool = False
+    attn_pooler_queries: int = 256
+    attn_pooler_heads: int = 8
+    output_tokens: bool = False
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "vision_cfg") -> VisionConfig:
@@ -66,6 +71,9 @@ class TextConfig:
     model_type: str = "transformer"
     pos_embed_mode: str = "slice"
     repmixer_kernel_size: int = 11
+    embed_cls: bool = False
+    output_tokens: bool = False
+    pad_id: int = 0
 
     def __post_init__(self) -> None:
         if self.model_type not in TEXT_MODEL_TYPES:
@@ -79,13 +87,32 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class MultimodalConfig:
+    """CoCa's multimodal text decoder (`multimodal_cfg`): causal self-attention over the text tower's token states
+    plus cross-attention to the image tokens; its output size is the text vocabulary."""
+
+    context_length: int = 76
+    width: int = 512
+    heads: int = 8
+    layers: int = 12
+    ls_init_value: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "multimodal_cfg") -> MultimodalConfig:
+        """Parse an open_clip `multimodal_cfg`; `where` names it in errors."""
+        return _build(cls, data, where, IGNORED_KEYS["multimodal_cfg"])
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A CLIP model config: embedding width, both towers, open_clip's `quick_gelu` and `custom_text` (text weights
-    under `text.`), the initial logit scale, and the inference preprocessing (`PreprocessCfg` fields)."""
+    under `text.`), the initial logit scale, and the inference preprocessing (`PreprocessCfg` fields). A
+    `multimodal_cfg` (with `custom_text`) makes it a CoCa captioner."""
 
     embed_dim: int
     vision_cfg: VisionConfig
     text_cfg: TextConfig
+    multimodal_cfg: MultimodalConfig | None = None
     quick_gelu: bool = False
     custom_text: bool = False
     init_logit_scale: float | None = None
@@ -101,6 +128,8 @@ class ModelConfig:
             raise ConfigError(f"{source} lacks required keys {missing}")
         towers = {"vision_cfg": VisionConfig.from_dict(data["vision_cfg"], f"{source}: vision_cfg"),
                   "text_cfg": TextConfig.from_dict(data["text_cfg"], f"{source}: text_cfg")}
+        if data.get("multimodal_cfg") is not None:
+            towers["multimodal_cfg"] = MultimodalConfig.from_dict(data["multimodal_cfg"], f"{source}: multimodal_cfg")
         config = _build(cls, {k: v for k, v in data.items() if k not in towers}, source, IGNORED_KEYS["model"],
                         **towers)
         ignored = IGNORED_KEYS["preprocess_cfg"]

@@ -30,7 +30,7 @@ from edgevl.models.checkpoint import (
 )
 from edgevl.models.clip import CLIP, TrunkVisual
 from edgevl.models.config import ModelConfig, TextConfig, VisionConfig
-from edgevl.models.pretrained import get_pretrained_tag, not_implemented_reason
+from edgevl.models.pretrained import get_pretrained_tag
 from edgevl.models.registry import get_model_config
 from edgevl.models.text import TextTransformer
 
@@ -126,8 +126,13 @@ def build_vision_tower(vision_cfg: VisionConfig | dict, embed_dim: int, quick_ge
 
 
 def build_model(cfg: ModelConfig | dict, source: str = "model config") -> CLIP:
-    """A randomly initialized CLIP for a model config (a dict is parsed first; `source` names it in errors)."""
+    """A randomly initialized CLIP (a CoCa when the config has `multimodal_cfg`) for a model config (a dict is
+    parsed first; `source` names it in errors)."""
     cfg = cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg, source)
+    if cfg.multimodal_cfg is not None:
+        from edgevl.models.coca import build_coca
+
+        return build_coca(cfg)
     visual = build_vision_tower(cfg.vision_cfg, cfg.embed_dim, cfg.quick_gelu)
     text = build_text_tower(cfg.text_cfg, cfg.embed_dim, cfg.quick_gelu)
     scale = {} if cfg.init_logit_scale is None else {"init_logit_scale": cfg.init_logit_scale}
@@ -212,8 +217,6 @@ def _resolve(
         own = weights if pretrained in (None, name) else pretrained
         cfg, folder_pp, src, _ = _resolve(LOCAL_DIR + str(folder), own)
         return cfg, folder_pp, src, str(ref)
-    if name is not None and not name.startswith(LOCAL_DIR) and (reason := not_implemented_reason(name)):
-        raise ConfigError(f"cannot build {name!r}: {reason} (its official tags are listed by edgevl.list_pretrained())")
     if name is not None and _is_weights_name(pretrained):
         src, tag_pp, quick_gelu = _hub_weights(name, str(pretrained), revision)
         cfg = get_model_config(name)

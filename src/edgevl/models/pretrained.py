@@ -15,8 +15,6 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 MOBILECLIP_MEAN = (0.0, 0.0, 0.0)
 MOBILECLIP_STD = (1.0, 1.0, 1.0)
-# model families edgevl cannot build yet: their tags are listed, loading them fails naming the reason
-NOT_IMPLEMENTED = {"coca_": "CoCa is not implemented yet"}
 
 
 @dataclass(frozen=True)
@@ -110,11 +108,6 @@ def list_pretrained_tags_by_model(model: str) -> list[str]:
 def is_pretrained_tag(model: str, tag: str) -> bool:
     """True when `tag` (any case, '-' or '_') names an official weight set of `model`."""
     return _key(tag) in {_key(t) for t in list_pretrained_tags_by_model(model)}
-
-
-def not_implemented_reason(model: str) -> str | None:
-    """Why edgevl cannot build `model` yet (a listed family such as CoCa), or None."""
-    return next((why for prefix, why in NOT_IMPLEMENTED.items() if model.lower().startswith(prefix)), None)
 
 
 def get_pretrained_tag(model: str, tag: str) -> PretrainedTag:

@@ -253,8 +253,8 @@ class VisionTransformer(nn.Module):
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
         self.output_dim = output_dim
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """All tokens (B, 1 + N, width) after `ln_post`, CLS first."""
+    def encode_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """All tokens (B, 1 + N, width) after the transformer, before `ln_post`, CLS first."""
         patches = self.conv1(x)
         grid = tuple(patches.shape[2:])
         tokens = patches.flatten(2).transpose(1, 2)
@@ -262,7 +262,11 @@ class VisionTransformer(nn.Module):
         pos = self.positional_embedding.unsqueeze(0)
         patch_pos = resize_pos_embed(pos[:, 1:], grid, self.grid, self.pos_embed_resize)
         tokens = torch.cat([cls + pos[:, :1], tokens + patch_pos], dim=1)
-        return self.ln_post(self.transformer(self.ln_pre(tokens)))
+        return self.transformer(self.ln_pre(tokens))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """All tokens (B, 1 + N, width) after `ln_post`, CLS first."""
+        return self.ln_post(self.encode_tokens(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[:, 0] @ self.proj
