@@ -200,10 +200,10 @@ def test_reader_draws_from_every_captioner_with_the_matching_embedding_row(two_c
 
 
 def test_a_captioner_with_an_untrained_backbone_is_warned_about(tiny, capsys):
-    from edgevl.reinforce.captioner import Captioner
+    from edgevl.reinforce.captioner import load_captioner
     from edgevl.world_models import pretrained_dir
 
-    assert Captioner(tiny.captioner, torch.device("cpu")).backbone_trained is False
+    assert load_captioner(tiny.captioner, torch.device("cpu")).backbone_trained is False
     assert f"captioner {tiny.captioner!r} has an UNTRAINED frozen backbone" in capsys.readouterr().err
-    assert Captioner(str(pretrained_dir("captioner")), torch.device("cpu")).describe()["backbone_trained"] is True
+    assert load_captioner(str(pretrained_dir("captioner")), torch.device("cpu")).describe()["backbone_trained"] is True
     assert "UNTRAINED" not in capsys.readouterr().err

@@ -30,8 +30,8 @@ class ReinforceConfig:
     recorded in `_state/settings.json` and must match when a run is resumed. Each field is the flag of its name
     (dashes for underscores) with the help text in its metadata (`edgevl.cli.flags`).
 
-    `captioner` is one LightCap spec, several comma-separated, or None for teacher-only data (no synthetic
-    captions); `num_syn_captions` is per captioner (default 5, and 0 without a captioner).
+    `captioner` is one captioner spec (CoCa or LightCap), several comma-separated, or None for teacher-only data (no
+    synthetic captions); `num_syn_captions` is per captioner (default 5, and 0 without a captioner).
     """
 
     data: str = field(metadata={"help": "input reader spec (wds shards, csv/tsv/jsonl/parquet, coco, ...)"})
@@ -41,8 +41,9 @@ class ReinforceConfig:
                  "tag such as ViT-L-14:openai, or MODEL:hf-hub:ORG/REPO), hf-hub:ORG/REPO[@REV] or model folders"),
         "parse": split_model_specs})
     captioner: str | None = field(default=None, metadata={
-        "help": "comma-separated LightCap captioners, MODEL:WEIGHTS or model folders, stored side by side "
-                "(syn_text, syn_text_1, ...); leave out for teacher-only data"})
+        "help": "comma-separated captioners stored side by side (syn_text, syn_text_1, ...): open_clip CoCa models "
+                "(coca_ViT-L-14:TAG or :FILE, hf-hub:ORG/REPO, a model folder; DataCompDR's top-p recipe) or LightCap "
+                "models (MODEL:WEIGHTS or a model folder); leave out for teacher-only data"})
     num_augs: int = field(default=10, metadata={"help": "augmentations stored per image"})
     num_syn_captions: int | None = field(default=None, metadata={
         "help": f"synthetic captions per image and captioner (default {DEFAULT_SYN_CAPTIONS}; 0 without --captioner)"})

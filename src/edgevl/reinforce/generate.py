@@ -27,7 +27,7 @@ from edgevl.errors import ConfigError
 from edgevl.io import atomic_write_text, sha256_file
 from edgevl.locks import output_lock
 from edgevl.progress import Progress
-from edgevl.reinforce.captioner import Captioner, degenerate_counts, syn_key
+from edgevl.reinforce.captioner import Captioner, degenerate_counts, load_captioner, syn_key
 from edgevl.reinforce.config import ReinforceConfig
 from edgevl.reinforce.inputs import InputSample, InputShards, member_key, seed_for
 from edgevl.reinforce.manifest import build_manifest
@@ -216,7 +216,8 @@ def _reinforce(cfg: ReinforceConfig, info: DistInfo) -> dict[str, Any]:
     pending = [i for i in range(len(inputs)) if completed_stats(out, i) is None]
     scales = cfg.logit_scales or (None,) * len(cfg.teachers)
     teachers = [OnlineTeacher(spec, info.device, cfg.precision, scale) for spec, scale in zip(cfg.teachers, scales)]
-    captioners = [Captioner(spec, info.device, cfg.precision, cfg.top_p, cfg.temperature) for spec in cfg.captioners]
+    captioners = [load_captioner(spec, info.device, cfg.precision, cfg.top_p, cfg.temperature)
+                  for spec in cfg.captioners]
     aug = AugmentConfig(size=cfg.aug_size or teachers[0].size, interpolation=teachers[0].interpolation,
                         scale=cfg.aug_scale, num_ops=cfg.aug_ops, mean=teachers[0].mean, std=teachers[0].std)
     settings = {**cfg.settings(), WEIGHTS_KEY: {m.spec: m.weights_sha256 for m in (*teachers, *captioners)}}
