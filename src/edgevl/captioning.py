@@ -1,4 +1,5 @@
-"""`edgevl.caption`: caption image files with a LightCap model (greedy, beam search or nucleus sampling)."""
+"""`edgevl.caption`: caption image files with a LightCap model or an open_clip CoCa (greedy, beam search or nucleus
+sampling)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from edgevl.data.transforms import ImageSource, ImageTransform
 from edgevl.errors import ConfigError, EdgevlError
 from edgevl.fast import optimize_captioner
+from edgevl.models.coca import CoCa
 from edgevl.models.lightcap.decoding import Hypothesis, beam_search, greedy_decode, sample_nucleus
 from edgevl.models.lightcap.model import LightCap, create_lightcap
 
@@ -36,6 +38,39 @@ def _resolve_model(model: str | Path | LightCap, weights: str | Path | None, int
         return model.eval()
     net = optimize_captioner(create_lightcap(model, weights))
     return net.quantize_decoder() if int8 else net
+
+
+def is_coca_spec(model: str | Path | torch.nn.Module) -> bool:
+    """True for a CoCa instance, a registered CoCa config name, an `hf-hub:` repository or a folder whose
+    `open_clip_config.json` describes a CoCa; False for LightCap presets, configs and folders."""
+    from edgevl.models.checkpoint import read_folder_config
+    from edgevl.models.registry import get_model_config, list_models
+
+    if isinstance(model, torch.nn.Module):
+        return isinstance(model, CoCa)
+    name = str(model)
+    if name.startswith("hf-hub:"):
+        return True
+    if name in list_models():
+        return "multimodal_cfg" in get_model_config(name)
+    folder = Path(name.removeprefix("local-dir:"))
+    config = read_folder_config(folder) if folder.is_dir() else None
+    return config is not None and "multimodal_cfg" in config["model_cfg"]
+
+
+def load_coca(model: str | Path | CoCa, weights: str | Path | None) -> tuple[CoCa, ImageTransform]:
+    """A CoCa and its evaluation transform; a name gets `weights` (tag, `hf-hub:` spec, file or folder)."""
+    from edgevl.models.factory import create_model_and_transforms, preprocess_cfg_for
+
+    if isinstance(model, CoCa):
+        if weights is not None:
+            raise ConfigError("weights apply to a CoCa given by name, not to a built model")
+        return model.eval(), ImageTransform(preprocess_cfg_for(model))
+    name = str(model)
+    if Path(name).is_dir():
+        name = "local-dir:" + name
+    net, _, transform = create_model_and_transforms(name, pretrained=weights)
+    return net, transform
 
 
 def _hypothesis_text(model: LightCap, hyp: Hypothesis, cut_at_period: bool) -> str:
@@ -67,16 +102,20 @@ def caption_tensor(model: LightCap, pixels: torch.Tensor, options: DecodeOptions
     return [_hypothesis_text(model, h, False) for h in hyps]
 
 
-def caption(images: ImageSource | Sequence[ImageSource], model: str | Path | LightCap = "lightcap-tiny",
+def caption(images: ImageSource | Sequence[ImageSource], model: str | Path | LightCap | CoCa = "lightcap-tiny",
             weights: str | Path | None = None, beam: int = 5, max_words: int = 20, num_samples: int = 0,
             top_p: float = 0.9, temperature: float = 1.0, batch_size: int = 8, seed: int = 0, int8: bool = False
             ) -> list[str] | list[list[str]]:
-    """Caption image files/bytes/PIL images with a LightCap model (preset name, model folder or instance).
+    """Caption image files/bytes/PIL images with a LightCap model (preset name, model folder or instance) or a CoCa
+    (`coca_ViT-L-14`, ..., `hf-hub:` repository, CoCa folder or instance; `weights` is then an official tag such
+    as `mscoco_finetuned_laion2b_s13b_b90k`, an `hf-hub:` spec, a file or a folder).
 
-    Returns one caption per image, or `num_samples` nucleus samples per image when `num_samples` > 0. A model
-    given by name or folder is loaded with `edgevl.fast.optimize_captioner` (and `quantize_decoder()` when
-    `int8`); an instance is used as it is. Bad images raise `ImageLoadError` naming the file; an empty list
-    raises `EdgevlError`.
+    Returns one caption per image, or `num_samples` nucleus samples per image when `num_samples` > 0 (for CoCa
+    DataCompDR's recipe: top-p calls with fixed output length, each caption cut at its first period). For CoCa,
+    `max_words` counts BPE tokens after the start token (DataCompDR: 29) and `beam` > 1 is open_clip's beam search
+    in one group. A LightCap given by name or folder is loaded with `edgevl.fast.optimize_captioner` (and
+    `quantize_decoder()` when `int8`); an instance is used as it is. Bad images raise `ImageLoadError` naming the
+    file; an empty list raises `EdgevlError`.
     """
     if isinstance(images, (str, Path, bytes)) or not isinstance(images, Sequence):
         images = [images]
@@ -84,6 +123,16 @@ def caption(images: ImageSource | Sequence[ImageSource], model: str | Path | Lig
         raise EdgevlError("no images to caption")
     if batch_size < 1:
         raise EdgevlError(f"batch_size must be at least 1, got {batch_size}")
+    if is_coca_spec(model):
+        from edgevl.models.coca.captions import caption_pixels
+
+        if int8:
+            raise ConfigError("int8 quantization is for LightCap decoders, not CoCa")
+        coca, transform = load_coca(model, weights)
+        options = {"beam": beam, "max_tokens": max_words, "num_samples": num_samples, "top_p": top_p,
+                   "temperature": temperature, "seed": seed}
+        return [text for i in range(0, len(images), batch_size)
+                for text in caption_pixels(coca, transform.batch(images[i:i + batch_size]), **options)]
     net = _resolve_model(model, weights, int8)
     transform = ImageTransform(net.config.preprocess)
     options = DecodeOptions(beam, max_words, num_samples, top_p, temperature, seed=seed)

@@ -12,7 +12,7 @@ from edgevl.cli.common import (
     load_for_inference,
     subparser,
 )
-from edgevl.errors import DataError, EdgevlError
+from edgevl.errors import ConfigError, DataError, EdgevlError
 
 
 def add_embed(sub: argparse._SubParsersAction) -> None:
@@ -112,16 +112,22 @@ def run_classify(args: argparse.Namespace) -> int:
 def add_caption(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub, "caption",
-        "caption images with a LightCap model (beam search, greedy or nucleus sampling)",
+        "caption images with a LightCap model or an open_clip CoCa (beam search, greedy or nucleus sampling)",
         "Caption image files (folders are expanded to their images). --num-samples N switches to nucleus\n"
-        "sampling: N captions per image, each cut at the first period. --profile prints params and MACs.",
+        "sampling: N captions per image, each cut at the first period (for CoCa DataCompDR's recipe:\n"
+        "--model coca_ViT-L-14 --pretrained mscoco_finetuned_laion2b_s13b_b90k --num-samples 5 --max-words 29).\n"
+        "--profile prints params and MACs (LightCap).",
     )
     p.add_argument("images", nargs="*", help="image files or folders of images")
     p.add_argument("--model", default="lightcap-tiny",
-                   help="LightCap preset (lightcap-tiny, lightcap-rn50, lightcap-mci0), config JSON or model folder")
-    p.add_argument("--weights", default=None, help="LightCap .safetensors state dict loaded on top of --model")
+                   help="LightCap preset (lightcap-tiny, lightcap-rn50, lightcap-mci0), config JSON or model folder; "
+                        "or a CoCa (coca_ViT-L-14, coca_ViT-B-32, hf-hub:ORG/REPO, CoCa folder)")
+    p.add_argument("--weights", "--pretrained", dest="weights", default=None,
+                   help="LightCap: .safetensors state dict loaded on top of --model; CoCa: official tag "
+                        "(edgevl.list_pretrained()), hf-hub: spec, weights file or folder")
     p.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
-    p.add_argument("--max-words", type=int, default=20, help="longest caption in words (longer ones end truncated)")
+    p.add_argument("--max-words", type=int, default=20,
+                   help="longest caption in words (longer ones end truncated); for CoCa in BPE tokens")
     p.add_argument("--num-samples", type=int, default=0, help="nucleus samples per image (0 = beam/greedy decoding)")
     p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass for sampling")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
@@ -138,14 +144,17 @@ def add_caption(sub: argparse._SubParsersAction) -> None:
 def run_caption(args: argparse.Namespace) -> int:
     import json
 
-    from edgevl.captioning import caption
+    from edgevl.captioning import caption, is_coca_spec, load_coca
     from edgevl.data.files import expand_image_paths
     from edgevl.data.transforms import load_image
     from edgevl.errors import ImageLoadError
     from edgevl.fast import optimize_captioner
     from edgevl.models.lightcap.model import create_lightcap
 
-    model = create_lightcap(args.model, args.weights)
+    coca = is_coca_spec(args.model)
+    if coca and (args.profile or args.int8):
+        raise ConfigError("--profile and --int8 are for LightCap models, not CoCa")
+    model = None if coca else create_lightcap(args.model, args.weights)
     if args.profile:
         from edgevl.models.lightcap.profile import format_profile, profile_lightcap
 
@@ -155,7 +164,10 @@ def run_caption(args: argparse.Namespace) -> int:
     if not args.images:
         raise EdgevlError("no images to caption (give image files or folders containing images)")
     paths = expand_image_paths(args.images)
-    optimize_captioner(model)
+    if coca:
+        model = load_coca(args.model, args.weights)[0]
+    else:
+        optimize_captioner(model)
     if args.int8:
         model.quantize_decoder()
     options = {"model": model, "beam": args.beam, "max_words": args.max_words, "num_samples": args.num_samples,
