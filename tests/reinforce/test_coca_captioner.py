@@ -33,16 +33,6 @@ def coca() -> CocaCaptioner:
     return captioner
 
 
-def test_clean_up_matches_open_clip_captions(coca):
-    cases = json.loads((COCA / "generate.json").read_text())["generate"]
-    checked = 0
-    for case in cases:
-        for ids, caption in zip(case["tokens"], case.get("caption") or []):
-            assert coca.clean(ids) == caption, case["name"]
-            checked += 1
-    assert checked >= 30
-
-
 def test_captions_depend_only_on_the_image_and_its_seed(coca):
     images = world_images(3)
     both = coca.sample(images, [11, 12, 13], 2)

@@ -112,6 +112,13 @@ def describe_pretrained(path: str | Path) -> ModelSource:
     return ModelSource(path, config, *(run_params_model(folder) or (None, None)))
 
 
+def weights_file(path: str | Path) -> Path:
+    """The file holding the weights of a weights path: the file itself, a model folder's weights file, or a
+    training run folder's newest model (what a manifest names and hashes)."""
+    path = describe_pretrained(path).weights
+    return find_weights(path) if path.is_dir() else path
+
+
 def _unwrap(obj: object, source: str) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]

@@ -23,9 +23,10 @@ from PIL import Image
 
 from edgevl.errors import ConfigError
 from edgevl.io import sha256_file
+from edgevl.models.checkpoint import weights_file
 from edgevl.reinforce.caption_quality import RULES, degenerate_reason
 from edgevl.reinforce.inputs import seed_for
-from edgevl.reinforce.teachers import autocast, weights_file
+from edgevl.reinforce.teachers import autocast
 
 COCA_SEQ_LEN = 30  # open_clip's default `seq_len`, which DataCompDR keeps (less for a model with a shorter context)
 
@@ -183,7 +184,8 @@ class LightCapCaptioner(Captioner):
 
 class CocaCaptioner(Captioner):
     """An open_clip CoCa (`coca_ViT-L-14:TAG`, `MODEL:FILE`, `hf-hub:ORG/REPO` or a model folder) sampling with
-    DataCompDR's settings; its ids are decoded with the CLIP tokenizer and cleaned as ml-mobileclip does."""
+    DataCompDR's settings; its ids are decoded with the CLIP tokenizer and cleaned as ml-mobileclip does
+    (`models.coca.captions.decode_captions`)."""
 
     family = "coca"
 
@@ -209,18 +211,11 @@ class CocaCaptioner(Captioner):
         return {"model": self.model.model_name or self.spec, "max_tokens": self.seq_len,
                 "image_size": self.preprocess.size}
 
-    def clean(self, ids: list[int]) -> str:
-        """Caption text of generated ids: after the last start token, before the first end token, cut at "."."""
-        sot, eot = self.tokenizer.sot_token_id, self.tokenizer.eot_token_id
-        if eot in ids:
-            ids = ids[:ids.index(eot)]
-        if sot in ids:
-            ids = ids[len(ids) - ids[::-1].index(sot):]
-        return self.tokenizer.decode(ids, skip_special_tokens=False).split(".", 1)[0].rstrip()
-
     @torch.inference_mode()
     def sample(self, images: Sequence[Image.Image], seeds: Sequence[int], num_samples: int) -> list[list[str]]:
         """`num_samples` captions per image; image i draws under `torch.manual_seed(seeds[i])`."""
+        from edgevl.models.coca.captions import decode_captions
+
         pixels = self.transform.batch(images).to(self.device)
         out = []
         for image, seed in zip(pixels, seeds):
@@ -229,7 +224,7 @@ class CocaCaptioner(Captioner):
                 ids = self.model.generate(image[None].expand(num_samples, -1, -1, -1), generation_type="top_p",
                                           top_p=self.top_p, temperature=self.temperature, seq_len=self.seq_len,
                                           fixed_output_length=True)
-            out.append([self.clean(row) for row in ids.tolist()])
+            out.append(decode_captions(ids, cut_at_period=True))
         return out
 
 
@@ -238,19 +233,17 @@ def load_captioner(spec: str, device: torch.device, precision: str = "fp32", top
     """The captioner a `--captioner` spec names: a CoCa when it resolves to an open_clip model config with a
     `multimodal_cfg` (a registered name, an `hf-hub:` repository or a folder with `open_clip_config.json`), else
     a LightCap."""
+    from edgevl.captioning import is_coca_spec
     from edgevl.models.coca import CoCa
     from edgevl.models.factory import LOCAL_DIR, create_model, parse_model_spec
     from edgevl.models.registry import list_models
     from edgevl.run_layout import CONFIG_NAME
 
     name, weights = parse_model_spec(spec, "captioner", named_weights=True)
-    folder = Path(name.removeprefix(LOCAL_DIR)) if name.startswith(LOCAL_DIR) else None
-    open_clip_layout = (name.startswith("hf-hub:") or name in list_models() or
-                        (folder is not None and (folder / CONFIG_NAME).is_file()))
-    if not open_clip_layout:
-        return LightCapCaptioner(spec, device, precision, top_p, temperature)
-    model = create_model(name, weights)
-    if not isinstance(model, CoCa):
+    model = create_model(name, weights) if is_coca_spec(name) else None
+    if isinstance(model, CoCa):
+        return CocaCaptioner(model, spec, device, precision, top_p, temperature)
+    if model is not None or name in list_models() or (Path(name.removeprefix(LOCAL_DIR)) / CONFIG_NAME).is_file():
         raise ConfigError(f"captioner {spec!r} is a CLIP model without a caption decoder; use a CoCa "
                           "(e.g. coca_ViT-L-14:TAG) or a LightCap")
-    return CocaCaptioner(model, spec, device, precision, top_p, temperature)
+    return LightCapCaptioner(spec, device, precision, top_p, temperature)

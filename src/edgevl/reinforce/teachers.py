@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,18 +18,10 @@ from PIL import Image
 from edgevl.data.augment import replay, to_float_batch, to_uint8_tensor
 from edgevl.errors import ConfigError
 from edgevl.io import sha256_file
+from edgevl.models.checkpoint import weights_file
 from edgevl.models.precision import COMPUTE_PRECISIONS
 
 FORWARD_CHUNK = 256  # images or texts per forward pass (fixed, so results do not depend on --batch-size)
-
-
-def weights_file(path: str | Path) -> Path:
-    """The file holding the weights of a weights path: the file itself, a model folder's weights file, or a
-    training run folder's newest model."""
-    from edgevl.models.checkpoint import describe_pretrained, find_weights
-
-    path = describe_pretrained(path).weights
-    return find_weights(path) if path.is_dir() else path
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

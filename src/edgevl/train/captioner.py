@@ -5,7 +5,8 @@ untrained one (a preset's random initialisation) gets a loud warning, as its cap
 
 A run is up to three phases over one global step counter (so a checkpoint is resumable anywhere):
 1. `main` (`steps`): teacher-forced caption cross-entropy of every head + the concept-extractor loss, plus the
-   distillation terms when a teacher is given (hidden-state MSE, attention-map MSE, softened-logit KL).
+   distillation terms when a LightCap teacher is given (hidden-state MSE, attention-map MSE, softened-logit KL).
+   A CoCa teacher instead captions the training images once (`caption_teacher`): sequence-level distillation.
 2. `ensemble` (`ensemble_steps`, with `ensemble_distill`): sequential ensemble-head distillation; the steps are
    split into one segment per head, and only that head trains (everything else frozen), distilled from teacher
    head h mod H_t so that the student heads learn different targets.
@@ -33,6 +34,7 @@ from edgevl.models.lightcap.concepts import concept_loss
 from edgevl.models.lightcap.model import LightCap
 from edgevl.progress import Progress
 from edgevl.run_layout import MODEL_DIR
+from edgevl.train.caption_teacher import TeacherRecipe, is_caption_teacher, teacher_captions
 from edgevl.train.captioner_backbone import ConceptText, with_clip_backbone
 from edgevl.train.captioner_config import CaptionerTrainConfig
 from edgevl.train.captioner_data import (
@@ -145,7 +147,12 @@ class CaptionerTrainer:
         if model is not None and cfg.backbone:
             raise ConfigError("--backbone builds the model; it cannot be combined with a given LightCap model")
         self.run_dir = Path(cfg.out)
-        self.teacher = create_lightcap(cfg.teacher).requires_grad_(False) if cfg.teacher else None
+        coca_teacher = is_caption_teacher(cfg.teacher)
+        if coca_teacher and cfg.ensemble_distill:
+            raise ConfigError("--ensemble-distill distils heads from a LightCap teacher's heads; a CoCa teacher "
+                              "gives captions only")
+        use_lightcap = cfg.teacher and not coca_teacher
+        self.teacher = create_lightcap(cfg.teacher).requires_grad_(False) if use_lightcap else None
         seed_everything(0)  # an untrained preset's frozen backbone is the same in every run (seed-independent)
         base = model if model is not None else create_lightcap(cfg.config)
         concept_text = None
@@ -153,7 +160,14 @@ class CaptionerTrainer:
             base, concept_text = with_clip_backbone(base, cfg.backbone, fine_tune=Path(cfg.config).is_dir())
         warn_if_untrained(base.backbone, f"captioner --config {cfg.config!r}" if model is None else "the captioner")
         seed_everything(cfg.seed)
-        self.train = train or load_caption_data(cfg.train_data, base, limit=cfg.train_samples, progress=cfg.progress)
+        references = None
+        if coca_teacher and train is None:
+            with output_lock(self.run_dir, "train-captioner"):
+                references = teacher_captions(cfg.teacher, cfg.train_data, self.run_dir, limit=cfg.train_samples,
+                                              recipe=TeacherRecipe(beam=cfg.teacher_beam, samples=cfg.teacher_samples),
+                                              seed=cfg.seed, progress=cfg.progress)
+        self.train = train or load_caption_data(cfg.train_data, base, limit=cfg.train_samples, progress=cfg.progress,
+                                                references=references)
         captions = [c for refs in self.train.references for c in refs]
         self.model = model if model is not None else build_student(cfg, captions, self.teacher, base, concept_text)
         self.model.train()

@@ -38,7 +38,13 @@ class CaptionerTrainConfig:
     grad_clip_norm: float = field(default=1.0, metadata={"cli": False})
     concept_weight: float = field(default=1.0, metadata={"help": "weight of the concept-extractor BCE loss"})
     teacher: str | None = field(default=None, metadata={
-        "help": "trained LightCap folder to distil from (same vocabulary)"})
+        "help": "teacher to distil from: a trained LightCap folder (same vocabulary: hidden-state, attention and "
+                "logit KD) or an open_clip CoCa (coca_ViT-L-14:TAG, MODEL:FILE, hf-hub:ORG/REPO or a folder: its "
+                "captions of the training images become the references, so the images need no captions)"})
+    teacher_beam: int = field(default=3, metadata={
+        "help": "beam width of a CoCa teacher's caption of each training image (1 = greedy)"})
+    teacher_samples: int = field(default=0, metadata={
+        "help": "extra top-p 0.9 captions per image from a CoCa teacher (DataCompDR's sampling)"})
     kd_hidden: float = field(default=1.0, metadata={"help": "weight of the hidden-state MSE (with --teacher)"})
     kd_attn: float = field(default=1.0, metadata={"help": "weight of the attention-map MSE (with --teacher)"})
     kd_logits: float = field(default=1.0, metadata={"help": "weight of the softened-logit KL (with --teacher)"})
@@ -81,6 +87,9 @@ class CaptionerTrainConfig:
             raise ConfigError(f"--lr and --scst-lr must be positive, got {self.lr} and {self.scst_lr}")
         if self.ensemble_distill and not self.teacher:
             raise ConfigError("--ensemble-distill distils each head from a teacher head: give --teacher DIR")
+        if self.teacher_beam < 1 or self.teacher_samples < 0:
+            raise ConfigError(f"--teacher-beam must be >= 1 and --teacher-samples >= 0, got {self.teacher_beam} and "
+                              f"{self.teacher_samples}")
         if self.scst_steps and self.scst_samples < 2:
             raise ConfigError(f"--scst-samples must be at least 2 (mean-of-others baseline), got {self.scst_samples}")
         if self.heads is not None and self.heads < 1:

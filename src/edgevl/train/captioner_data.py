@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,11 +96,13 @@ def reference_captions(sample: Sample) -> list[str]:
 
 
 def load_caption_data(spec: str, model: torch.nn.Module, *, limit: int | None = None, batch_size: int = 64,
-                      progress: bool = False, require_captions: bool = True) -> CaptionData:
+                      progress: bool = False, require_captions: bool = True,
+                      references: Mapping[str, list[str]] | None = None) -> CaptionData:
     """Read up to `limit` samples of a reader spec, preprocess them for `model` and cache its backbone grids.
 
     Images without a caption are left out, unless `require_captions` is False and they carry labels (an image
-    folder as validation data: class accuracy without CIDEr)."""
+    folder as validation data: class accuracy without CIDEr). `references` (sample key -> captions, e.g. a
+    teacher's) replaces the data's own captions."""
     from tqdm import tqdm
 
     from edgevl.data.readers import open_dataset
@@ -123,7 +125,8 @@ def load_caption_data(spec: str, model: torch.nn.Module, *, limit: int | None = 
     for sample in dataset:
         if sample is None:
             continue
-        captions, named = reference_captions(sample), sample_labels(sample, class_names)
+        captions = reference_captions(sample) if references is None else list(references.get(sample.key, ()))
+        named = sample_labels(sample, class_names)
         if not captions and (require_captions or not named):
             continue
         keys.append(sample.key)
