@@ -99,3 +99,13 @@ def test_the_model_mode_is_restored(models):
 def test_bad_arguments_fail_with_one_line(models, kwargs, error, message):
     with pytest.raises(error, match=message):
         models["coca_tiny_rv"].generate(golden("coca_tiny_rv")["images"][:1], **kwargs)
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["kv_cache", "uncached"])
+@pytest.mark.parametrize("kwargs", [{"generation_type": "top_k", "fixed_output_length": True},
+                                    {"num_beams": 3, "num_beam_groups": 1, "min_seq_len": 12}])
+def test_criteria_that_never_stop_end_at_the_text_context(models, kwargs, use_cache):
+    images = golden("coca_tiny_rv")["images"][:1]
+    with pytest.raises(DataError, match="more than the 12 this CoCa takes|exceeds the context length"):
+        models["coca_tiny_rv"].generate(images, seq_len=30, stopping_criteria=[lambda ids, scores: False],
+                                        use_cache=use_cache, **kwargs)

@@ -14,6 +14,7 @@ from edgevl.errors import CheckpointError, ConfigError
 from edgevl.models.coca import CoCa
 from edgevl.models.factory import build_model
 from edgevl.models.registry import get_model_config
+from hub_cache import add_snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOLERANCE = 1e-5
@@ -128,3 +129,14 @@ def test_configs_that_cannot_wire_a_coca_fail_clearly():
     cfg["multimodal_cfg"]["typo"] = 1
     with pytest.raises(ConfigError, match="multimodal_cfg: unknown key 'typo'"):
         build_model(cfg)
+
+
+def test_a_coca_repository_loads_offline_from_the_hub_cache(hub_root):
+    folder = FIXTURES / "coca_tiny_rv"
+    files = {"open_clip_config.json": (folder / "open_clip_config.json").read_bytes(),
+             "open_clip_model.safetensors": (folder / "model.safetensors").read_bytes()}
+    add_snapshot(hub_root, "edgevl-test/coca-tiny", files, "d" * 40)
+    model, _, val = edgevl.create_model_and_transforms("hf-hub:edgevl-test/coca-tiny")
+    state = load_file(folder / "model.safetensors")
+    assert isinstance(model, CoCa) and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert val.cfg.interpolation == "bicubic" and val.cfg.size == 32

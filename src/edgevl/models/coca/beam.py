@@ -66,13 +66,13 @@ def _finalize(hyps: list[Hypotheses], ids: torch.Tensor, scores: torch.Tensor, d
 
 
 def beam_search(model: torch.nn.Module, image_embs: torch.Tensor, *, num_beams: int, num_beam_groups: int,
-                sot: int, eos: int, pad: int, processors, criteria: Sequence, seq_len: int,
+                sot: int, eos: int, pad: int, processors, criteria: Sequence, seq_len: int, limit: int,
                 fixed_output_length: bool, cached: bool) -> torch.Tensor:
     """Ids (B, <= seq_len) of the best hypothesis per image; `image_embs` (B, N, D) are the decoder's image
-    tokens. `fixed_output_length` right-pads with `pad` to `seq_len`."""
+    tokens, `limit` the longest input the model takes. `fixed_output_length` right-pads with `pad` to `seq_len`."""
     width = _check_beams(num_beams, num_beam_groups)
     batch, rows = image_embs.shape[0], image_embs.shape[0] * width
-    steps = (CachedDecoding if cached else EagerDecoding)(model, image_embs, width, seq_len)
+    steps = CachedDecoding(model, image_embs, width, limit) if cached else EagerDecoding(model, image_embs, width)
     ids = torch.full((rows, 1), sot, dtype=torch.long, device=image_embs.device)
     scores = torch.full((batch, width), -1e9, device=image_embs.device)
     scores[:, 0] = 0

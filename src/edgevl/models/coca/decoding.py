@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from edgevl.errors import DataError
 from edgevl.models.coca.towers import merge_heads, split_heads
 from edgevl.models.precision import sdpa
 from edgevl.models.transformer import ResidualAttentionBlock
@@ -80,6 +81,8 @@ class CachedDecoding:
         """Last-position logits (rows, vocab) for `ids` (rows, L): all ids from position 0, of which those at
         positions >= the cached length are run."""
         start, end = self.length, ids.shape[1]
+        if end > self.max_len:
+            raise DataError(f"generation reached {end} ids, more than the {self.max_len} this CoCa takes")
         x = self.text.token_embedding(ids[:, start:]) + self.text.positional_embedding[start:end].to(
             self.text.token_embedding.weight.dtype)
         if not self.caches:
@@ -101,11 +104,11 @@ class CachedDecoding:
 
 
 class EagerDecoding:
-    """open_clip's uncached step: the text tower and the decoder on the last `max_seq_len` ids of every row, each
-    row with its own copy of its image's tokens; the last position's logits are kept."""
+    """open_clip's uncached step: the text tower and the decoder on the last `max_seq_len` ids of every row (all
+    of them when None), each row with its own copy of its image's tokens; the last position's logits are kept."""
 
     def __init__(self, model: torch.nn.Module, image_embs: torch.Tensor, rows_per_image: int,
-                 max_seq_len: int) -> None:
+                 max_seq_len: int | None = None) -> None:
         self.model, self.max_seq_len = model, max_seq_len
         self.image_embs = image_embs.repeat_interleave(rows_per_image, dim=0)
 
@@ -114,7 +117,8 @@ class EagerDecoding:
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         """Last-position logits (rows, vocab) for `ids` (rows, L)."""
-        token_embs = self.model.text(ids[:, -self.max_seq_len:])[1]
+        window = ids if self.max_seq_len is None else ids[:, -self.max_seq_len:]
+        token_embs = self.model.text(window)[1]
         return self.model.text_decoder(self.image_embs, token_embs)[:, -1]
 
 

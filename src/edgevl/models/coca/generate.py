@@ -76,13 +76,16 @@ def _warper(generation_type: str, top_p: float, top_k: int) -> Callable[[torch.T
     raise ValueError(f"unknown generation_type {generation_type!r}; choose from {', '.join(GENERATION_TYPES)}")
 
 
-def _sample(decoding: CachedDecoding | EagerDecoding, out: torch.Tensor, *, seq_len: int, max_seq_len: int,
+def _sample(decoding: CachedDecoding | EagerDecoding, out: torch.Tensor, limit: int, *, seq_len: int, max_seq_len: int,
             temperature: float, warp: Callable, processors: LogitsProcessors, eos: int, pad: int,
             criteria: Sequence[StoppingCriterion], fixed_output_length: bool, cached: bool) -> torch.Tensor:
     """open_clip's sampling loop: unfinished rows (last id not eos/pad) get processed, filtered, tempered
-    probabilities and one multinomial draw per step; the step that reaches `seq_len` forces eos."""
+    probabilities and one multinomial draw per step; the step that reaches `seq_len` forces eos. `limit` is the
+    longest input the model takes."""
     tracked = torch.arange(out.shape[0], device=out.device)  # the rows the cache holds
     while True:
+        if min(out.shape[1], max_seq_len) > limit:  # open_clip's text tower fails here, finished rows or not
+            raise DataError(f"generation reached {out.shape[1]} ids, more than the {limit} this CoCa takes")
         last = out[:, -1]
         active = (last != eos) & (last != pad)
         sample = torch.full((out.shape[0], 1), pad, dtype=out.dtype, device=out.device)
@@ -150,10 +153,11 @@ def generate(
         prefix = torch.full((image.shape[0], 1), sot, dtype=torch.long, device=image.device)
     longest = seq_len - 1 if beam else max(prefix.shape[1], seq_len - 1)
     limit = min(model.context_length, model.text_decoder.context_length)
-    if longest > limit:
+    if stopping_criteria is None and longest > limit:
         raise DataError(f"generation would feed {longest} ids but the model takes at most {limit} "
                         f"(seq_len may be at most {limit + 1})")
-    use_cache = use_cache and (beam or longest <= max_seq_len)  # a sliding window needs the uncached loop
+    reach = longest if stopping_criteria is None else limit  # the most ids the loop may feed
+    use_cache = use_cache and (beam or reach <= max_seq_len)  # a sliding window needs the uncached loop
     was_training = model.training
     model.eval()
     try:
@@ -162,10 +166,11 @@ def generate(
             if beam:
                 return beam_search(model, image_embs, num_beams=num_beams, num_beam_groups=num_beam_groups,
                                    sot=sot, eos=eos, pad=pad, processors=processors, criteria=criteria,
-                                   seq_len=seq_len, fixed_output_length=fixed_output_length, cached=use_cache)
-            steps = CachedDecoding(model, image_embs, 1, longest) if use_cache else EagerDecoding(
+                                   seq_len=seq_len, limit=limit, fixed_output_length=fixed_output_length,
+                                   cached=use_cache)
+            steps = CachedDecoding(model, image_embs, 1, limit) if use_cache else EagerDecoding(
                 model, image_embs, 1, max_seq_len)
-            out = _sample(steps, prefix, seq_len=seq_len, max_seq_len=max_seq_len, temperature=temperature,
+            out = _sample(steps, prefix, limit, seq_len=seq_len, max_seq_len=max_seq_len, temperature=temperature,
                           warp=warp, processors=processors, eos=eos, pad=pad, criteria=criteria,
                           fixed_output_length=fixed_output_length, cached=use_cache)
             return out[0] if squeeze else out
