@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgevl.fast.packed import PackedWeight, packed_linear
 from edgevl.models.lightcap.fusion import FusionLayer, SelfAttention
 from edgevl.models.lightcap.heads import EnsembleHead
 
@@ -116,6 +117,17 @@ class PackedEnsembleHead(EnsembleHead):
             ("output_bias", [h.bias for h in heads]),
         ):
             self.register_buffer(name, torch.stack(tensors).detach().clone())
+        self.table_pack = PackedWeight()  # the tied word table in oneDNN's blocked layout, packed on first use
+
+    def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """Per-head logits [num_heads, ..., vocab]; the float table's GEMM runs from its blocked copy (on AMD CPUs
+        MKL's few-row GEMM against the transposed 10,000 x 312 table took 3.7 ms a step, oneDNN's ~0.15 ms)."""
+        if self.output is not None:
+            return super().forward(x, word_embeddings)
+        hidden = self.transform(x)
+        rows = hidden.reshape(-1, hidden.shape[-1])
+        logits = packed_linear(rows, word_embeddings, None, self.table_pack).view(*hidden.shape[:-1], -1)
+        return logits + self.output_bias.view(len(self.heads), *([1] * (x.dim() - 1)), -1)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         n, d = len(self.heads), x.shape[-1]
