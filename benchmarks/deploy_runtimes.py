@@ -97,7 +97,7 @@ def prepare(model: str, runtime: str, work: Path, batches: list[int]) -> None:
     """Write the packages `load` reads (skipped when they exist): AOT per batch size, one ONNX export."""
     import edgevl
 
-    if runtime == "aot" and model not in (CAPTIONER, BLIP):
+    if runtime == "aot" and model != CAPTIONER:
         from edgevl.export.aot import AOT_MANIFEST, compile_clip
 
         for batch in batches:
@@ -145,7 +145,7 @@ def load(model: str, runtime: str, work: Path, packages: Path | None, threads: i
     """(model file bytes, batch -> call) for one model in one runtime; `Unavailable` when it cannot run here."""
     if runtime in DEVICE_FORMATS:
         return _device_package(model, runtime, packages, work)
-    if model == BLIP:
+    if runtime == BLIP:
         return _blip(work)
     if model == CAPTIONER:
         return _captioner_runtime(runtime, work, threads)

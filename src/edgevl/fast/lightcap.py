@@ -1,5 +1,6 @@
 """Fast forms of LightCap's decoder for one-row decoding steps: q/k/v as one pre-scaled GEMM, GELU's 1/√2 factors
-folded into the weights around it, and the ensemble's heads as one GEMM and one LayerNorm.
+folded into the weights around it, the ensemble's heads as one GEMM and one LayerNorm, and every step GEMM (the
+tied word table's included) from weights prepacked in oneDNN's blocked layout.
 
 Their keys differ from a checkpoint's, so a fast decoder cannot be saved or loaded by mistake; `quantize_decoder`
 (int8) still applies to it.
