@@ -1,5 +1,6 @@
 """Fast forms of LightCap's decoder for one-row decoding steps: q/k/v as one pre-scaled GEMM, GELU's 1/√2 factors
-folded into the weights around it, and the ensemble's heads as one GEMM and one LayerNorm.
+folded into the weights around it, the ensemble's heads as one GEMM and one LayerNorm, and every step GEMM (the
+tied word table's included) from weights prepacked in oneDNN's blocked layout.
 
 Their keys differ from a checkpoint's, so a fast decoder cannot be saved or loaded by mistake; `quantize_decoder`
 (int8) still applies to it.
@@ -11,10 +12,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgevl.fast.packed import PackedWeight, packed_linear
 from edgevl.models.lightcap.fusion import FusionLayer, SelfAttention
 from edgevl.models.lightcap.heads import EnsembleHead
 
 _GELU_SCALE = 0.5**0.5  # GELU's 1/√2, moved into the weights before and after `erf_gelu_scaled`
+
+
+def packed_apply(linear: nn.Module, x: torch.Tensor, pack: PackedWeight) -> torch.Tensor:
+    """`linear(x)` from `pack`'s blocked copy of a float `nn.Linear`'s weight; any other module (the int8 layers of
+    `quantize_decoder`) runs as it is. oneDNN's one-row GEMM streams a weight that does not stay in cache ~2×
+    faster than `F.linear` on AMD CPUs (4 x 4.5 MB of fusion weights + the word table per step)."""
+    if type(linear) is not nn.Linear:
+        return linear(x)
+    rows = x.reshape(-1, x.shape[-1])
+    return packed_linear(rows, linear.weight, linear.bias, pack).view(*x.shape[:-1], -1)
 
 
 def erf_gelu_scaled(u: torch.Tensor) -> torch.Tensor:
@@ -49,6 +61,7 @@ class PackedSelfAttention(SelfAttention):
         scale = self.head_dim**-0.5
         self.qkv.weight.copy_(torch.cat([query.weight * scale, key.weight, value.weight]))
         self.qkv.bias.copy_(torch.cat([query.bias * scale, key.bias, value.bias]))
+        self.qkv_pack, self.out_pack = PackedWeight(), PackedWeight()
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v = (self._split(t) for t in self.qkv(x).chunk(3, dim=-1))
@@ -73,13 +86,13 @@ class PackedSelfAttention(SelfAttention):
         """One new position per row (pre-scaled queries): two batched products over (row, head) pairs, cheaper
         per decoding step than the flash kernel's setup or 4-D matmuls."""
         b, heads, head_dim = x.shape[0], self.heads, self.head_dim
-        q, k, v = self.qkv(x).view(b, 3, heads, head_dim).unbind(1)
+        q, k, v = packed_apply(self.qkv, x, self.qkv_pack).view(b, 3, heads, head_dim).unbind(1)
         keys[:, :, start], values[:, :, start] = k, v
         end = start + 1
         past_keys = keys[:, :, :end].reshape(b * heads, end, head_dim)  # views: (row, head) merge without a copy
         past_values = values[:, :, :end].reshape(b * heads, end, head_dim)
         weights = torch.bmm(q.reshape(b * heads, 1, head_dim), past_keys.transpose(1, 2)).softmax(dim=-1)
-        return self.out(torch.bmm(weights, past_values).view(b, 1, heads * head_dim))
+        return packed_apply(self.out, torch.bmm(weights, past_values).view(b, 1, heads * head_dim), self.out_pack)
 
 
 class PackedFusionLayer(FusionLayer):
@@ -92,9 +105,11 @@ class PackedFusionLayer(FusionLayer):
         self.attention_norm, self.output_norm = layer.attention_norm, layer.output_norm
         r = _GELU_SCALE
         self.ffn_in, self.ffn_out = _scaled_copy(layer.intermediate, r, r), _scaled_copy(layer.output, r, 1.0)
+        self.ffn_in_pack, self.ffn_out_pack = PackedWeight(), PackedWeight()
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ffn_out(erf_gelu_scaled(self.ffn_in(x)))
+        hidden = erf_gelu_scaled(packed_apply(self.ffn_in, x, self.ffn_in_pack))
+        return packed_apply(self.ffn_out, hidden, self.ffn_out_pack)
 
 
 class PackedEnsembleHead(EnsembleHead):
@@ -116,11 +131,24 @@ class PackedEnsembleHead(EnsembleHead):
             ("output_bias", [h.bias for h in heads]),
         ):
             self.register_buffer(name, torch.stack(tensors).detach().clone())
+        self.dense_pack = PackedWeight()
+        self.table_pack = PackedWeight()  # the tied word table in oneDNN's blocked layout, packed on first use
+
+    def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """Per-head logits [num_heads, ..., vocab]; the float table's GEMM runs from its blocked copy (on AMD CPUs
+        MKL's few-row GEMM against the transposed 10,000 x 312 table took 3.7 ms a step, oneDNN's ~0.15 ms)."""
+        if self.output is not None:
+            return super().forward(x, word_embeddings)
+        hidden = self.transform(x)
+        rows = hidden.reshape(-1, hidden.shape[-1])
+        logits = packed_linear(rows, word_embeddings, None, self.table_pack).view(*hidden.shape[:-1], -1)
+        return logits + self.output_bias.view(len(self.heads), *([1] * (x.dim() - 1)), -1)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         n, d = len(self.heads), x.shape[-1]
         # erf_gelu_scaled gives √2·GELU; the LayerNorm after it is scale-invariant (up to its 1e-12 eps)
-        h = erf_gelu_scaled(F.linear(x, self.dense_weight, self.dense_bias)).view(*x.shape[:-1], n, d)
+        dense = packed_linear(x.reshape(-1, d), self.dense_weight, self.dense_bias, self.dense_pack)
+        h = erf_gelu_scaled(dense).view(*x.shape[:-1], n, d)
         h = torch.addcmul(self.norm_bias, F.layer_norm(h, (d,), eps=self.heads[0].norm.eps), self.norm_weight)
         return h.movedim(-2, 0).contiguous()
 
