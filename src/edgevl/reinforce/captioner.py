@@ -221,9 +221,9 @@ class CocaCaptioner(Captioner):
         for image, seed in zip(pixels, seeds):
             with torch.random.fork_rng(devices=[]), autocast(self.device, self.precision):
                 torch.manual_seed(int(seed))
-                ids = self.model.generate(image[None].expand(num_samples, -1, -1, -1), generation_type="top_p",
-                                          top_p=self.top_p, temperature=self.temperature, seq_len=self.seq_len,
-                                          fixed_output_length=True)
+                ids = self.model.generate(image[None], generation_type="top_p", top_p=self.top_p,
+                                          temperature=self.temperature, seq_len=self.seq_len,
+                                          fixed_output_length=True, samples_per_image=num_samples)
             out.append(decode_captions(ids, cut_at_period=True))
         return out
 

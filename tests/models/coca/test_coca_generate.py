@@ -109,3 +109,15 @@ def test_criteria_that_never_stop_end_at_the_text_context(models, kwargs, use_ca
     with pytest.raises(DataError, match="more than the 12 this CoCa takes|exceeds the context length"):
         models["coca_tiny_rv"].generate(images, seq_len=30, stopping_criteria=[lambda ids, scores: False],
                                         use_cache=use_cache, **kwargs)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_samples_per_image_equals_repeated_images(models, use_cache):
+    model, images = models["coca_tiny_rv"], golden("coca_tiny_rv")["images"]
+    kwargs = dict(generation_type="top_p", top_p=0.9, seq_len=12, fixed_output_length=True, use_cache=use_cache)
+    torch.manual_seed(4)
+    repeated = model.generate(images.repeat_interleave(3, 0), **kwargs)
+    torch.manual_seed(4)
+    assert torch.equal(model.generate(images, samples_per_image=3, **kwargs), repeated)
+    with pytest.raises(ValueError, match="samples_per_image"):
+        model.generate(images, samples_per_image=2, seq_len=12)  # beam search

@@ -132,11 +132,14 @@ def generate(
     repetition_penalty: float = 1.0,
     fixed_output_length: bool = False,
     use_cache: bool = True,
+    samples_per_image: int = 1,
 ) -> torch.Tensor:
     """Caption ids (B, <= seq_len) for images (B, 3, H, W), starting with the SOT (or the `text` prompt), exactly
     as open_clip 3.3's `CoCa.generate` with the same arguments and defaults (6 beams in 3 groups, i.e. a width-2
     beam search). Sampling draws from torch's default generator like open_clip. `stopping_criteria` (callables
     (ids, scores) -> bool per row) replace the max-length stop; `use_cache=False` runs open_clip's uncached loop.
+    `samples_per_image` (edgevl's, sampling only) gives each image that many consecutive rows from one run of the image
+    tower: the same ids as passing `image.repeat_interleave(samples_per_image, 0)`.
     """
     if not seq_len > min_seq_len:
         raise ValueError(f"seq_len ({seq_len}) must be larger than min_seq_len ({min_seq_len})")
@@ -147,10 +150,12 @@ def generate(
     criteria = list(stopping_criteria) if stopping_criteria is not None else [MaxLengthCriteria(seq_len)]
     beam = generation_type == "beam_search"
     warp = None if beam else _warper(generation_type, top_p, top_k)
+    if samples_per_image < 1 or (samples_per_image > 1 and (beam or text is not None)):
+        raise ValueError(f"samples_per_image={samples_per_image} needs top-k/top-p sampling without a text prompt")
     squeeze = text is not None and text.dim() == 1
     prefix = text[None] if squeeze else text
     if prefix is None:
-        prefix = torch.full((image.shape[0], 1), sot, dtype=torch.long, device=image.device)
+        prefix = torch.full((image.shape[0] * samples_per_image, 1), sot, dtype=torch.long, device=image.device)
     longest = seq_len - 1 if beam else max(prefix.shape[1], seq_len - 1)
     limit = min(model.context_length, model.text_decoder.context_length)
     if stopping_criteria is None and longest > limit:
@@ -162,7 +167,7 @@ def generate(
     model.eval()
     try:
         with torch.inference_mode():
-            image_embs = model.encode_image_with_tokens(image)[1]
+            image_embs = model.encode_image_with_tokens(image)[1].repeat_interleave(samples_per_image, 0)
             if beam:
                 return beam_search(model, image_embs, num_beams=num_beams, num_beam_groups=num_beam_groups,
                                    sot=sot, eos=eos, pad=pad, processors=processors, criteria=criteria,
