@@ -261,6 +261,15 @@ def check_compatible(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
     return missing, unexpected, mismatched
 
 
+def _scalars_shaped_like(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`logit_scale` / `logit_bias` stored as () or (1,) take the model's shape, as open_clip's loader does."""
+    own = dict(model.named_parameters())
+    for key in ("logit_scale", "logit_bias"):
+        if key in state_dict and key in own and state_dict[key].numel() == own[key].numel() == 1:
+            state_dict[key] = state_dict[key].reshape(own[key].shape)
+    return state_dict
+
+
 def load_checkpoint(
     model: nn.Module,
     checkpoint: str | Path | Mapping[str, torch.Tensor],
@@ -281,7 +290,7 @@ def load_checkpoint(
         raw, label = checkpoint, str(source.weights) if source else "state dict"
     else:
         raw, label = load_state_dict(source.weights if source else checkpoint), str(checkpoint)
-    state_dict = to_edgevl_layout(raw)
+    state_dict = _scalars_shaped_like(model, to_edgevl_layout(raw))
     missing, unexpected, mismatched = check_compatible(model, state_dict)
     if strict and (missing or unexpected or mismatched):
         parts = [

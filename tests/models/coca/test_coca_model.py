@@ -57,11 +57,13 @@ def test_image_only_forward_returns_the_decoder_tokens():
 
 def test_a_pickled_state_dict_loads_like_the_safetensors_file(tmp_path):
     state = load_file(FIXTURES / "coca_tiny_rv" / "model.safetensors")
-    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "model.pt")
+    stored = {**state, "logit_scale": state["logit_scale"].reshape(1)}  # some checkpoints keep it as (1,)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in stored.items()}}, tmp_path / "model.pt")
     config = FIXTURES / "coca_tiny_rv" / "open_clip_config.json"
     (tmp_path / "open_clip_config.json").write_text(config.read_text())
     model = edgevl.create_model(f"local-dir:{tmp_path}", pretrained=tmp_path / "model.pt")
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert model.logit_scale.shape == ()
 
 
 def test_weights_of_another_architecture_fail_naming_the_keys():
