@@ -61,6 +61,8 @@ class PackageCLIP:
                          if "text" in graphs else None)
         self.text_dtype = np.int32 if self.manifest.get("tokenizer", {}).get("text_dtype") == "int32" else np.int64
         self.context_length = int(self.manifest.get("context_length", 77))
+        if "logit_scale" in self.manifest:  # classify's softmax temperature (older ONNX exports lack it)
+            self.logit_scale = torch.tensor(float(self.manifest["logit_scale"]))
 
     def preprocess(self) -> ImageTransform:
         """The model's inference image transform, as recorded at export."""
