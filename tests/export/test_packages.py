@@ -103,19 +103,29 @@ def test_package_matches_pytorch_on_world_images_and_texts(fmt, tmp_path, reques
         assert manifest["logit_multiplier"] == pytest.approx(float(folded.scale()))
 
 
-@pytest.mark.slow  # ~1-2 min per format on the shared 2-core machine: both towers of the registered model
+@pytest.mark.slow  # ~1-2 min per format on the shared 2-core machine: both towers of a registered model + a variant
 @pytest.mark.parametrize("fmt", ["executorch", "litert", "openvino"])
-def test_cli_exports_both_towers_of_a_registered_model(fmt, tmp_path):
+def test_cli_exports_both_towers_and_a_variant(fmt, tmp_path):
     need(fmt)
     from edgevl.cli import main
 
-    assert main(["export", "--model", MODEL, "--format", fmt, "--out", str(tmp_path)]) == 0
+    variant = {"executorch": "int8", "litert": "int8", "openvino": "fp16"}[fmt]
     torch.manual_seed(0)
-    runner, model = load_package(tmp_path), edgevl.create_model(MODEL)
+    assert main(["export", "--model", "world-teacher-vit", "--format", fmt, "--variants", variant,
+                 "--out", str(tmp_path)]) == 0
+    torch.manual_seed(0)
+    model = edgevl.create_model("world-teacher-vit")
+    runner, quantized = load_package(tmp_path), load_package(tmp_path, precision=variant)
     manifest = runner.manifest
     assert set(manifest["graphs"]) == {"image", "text"}
     pixels, ids = world_batch(model)
-    assert runner.encode_text(ids).shape == (3, manifest["embed_dim"])
+    with torch.no_grad():
+        assert relative_error(runner.encode_text(ids), model.encode_text(ids)) <= 1e-4
+        assert relative_error(runner.encode_image(pixels), model.encode_image(pixels)) <= 1e-4
+        for name, record in manifest["graphs"].items():
+            assert record[variant]["cosine_min"] >= 0.99, name
+        cos = torch.cosine_similarity(quantized.encode_image(pixels), model.encode_image(pixels))
+        assert float(cos.min()) >= 0.99
 
 
 def test_missing_extra_names_it_in_one_line(monkeypatch, tmp_path):

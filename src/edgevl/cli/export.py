@@ -43,7 +43,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                    default="onnx", help="package format (each but onnx/aot is an optional extra: "
                    "pip install 'edgevl[executorch]' etc.); coreml is converted and checked here, predicts on macOS")
     p.add_argument("--variants", default="",
-                   help="comma-separated extra precisions beside fp32: int8 (dynamic int8; onnx, litert), "
+                   help="comma-separated extra precisions beside fp32: int8 (dynamic int8; onnx, executorch, litert), "
                    "int8w (int8 weights only; litert, coreml), fp16 (openvino, coreml)")
     p.add_argument("--model", default=None, help="registered CLIP config name (needed for the image/text parts "
                    "unless --pretrained is a model or run folder)")

@@ -64,7 +64,7 @@ def require_extra(module: str, extra: str, title: str) -> ModuleType:
 
 BACKENDS = {
     "executorch": Backend("executorch", "ExecuTorch (XNNPACK)", "executorch", ("executorch.exir",), ".pte",
-                          ("fp32",), True, True, False),
+                          ("fp32", "int8"), True, True, False),
     "litert": Backend("litert", "LiteRT", "litert", ("litert_torch", "ai_edge_litert.interpreter"), ".tflite",
                       ("fp32", "int8", "int8w"), True, True, False),
     "openvino": Backend("openvino", "OpenVINO", "openvino", ("openvino",), ".xml", ("fp32", "fp16"), True, False,
@@ -116,11 +116,23 @@ def _export_program(graph: Graph) -> torch.export.ExportedProgram:
     return torch.export.export(graph.module, example_inputs(graph, 1))
 
 
-def _write_executorch(graph: Graph, tmp: Path, variant: str) -> None:  # fp32 only: see docs/deploy.md
+def _write_executorch(graph: Graph, tmp: Path, variant: str) -> None:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     program = _export_program(graph)
+    if variant == "int8":  # Linear layers only: XNNPACK has no dynamic-int8 kernels for the convolutions
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
+        prepared = prepare_pt2e(program.module(), XNNPACKQuantizer().set_module_type(torch.nn.Linear, config))
+        example = example_inputs(graph, 1)
+        prepared(*example)
+        program = torch.export.export(convert_pt2e(prepared), example)
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     tmp.write_bytes(lowered.buffer)
 
