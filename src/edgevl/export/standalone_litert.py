@@ -56,19 +56,15 @@ class BpeTokenizer:
         pieces[-1] += self.suffix
         while len(pieces) > 1:
             ranked = [(self.rank.get(pair, len(self.rank)), i) for i, pair in enumerate(zip(pieces, pieces[1:]))]
-            best_rank, _ = min(ranked)
+            best_rank, at = min(ranked)  # the pair's first occurrence: a rank names one pair
             if best_rank == len(self.rank):
                 break
-            pair = next(p for r, i in ranked if r == best_rank for p in [(pieces[i], pieces[i + 1])])
-            merged, i = [], 0
-            while i < len(pieces):
-                if i + 1 < len(pieces) and (pieces[i], pieces[i + 1]) == pair:
-                    merged.append(pieces[i] + pieces[i + 1])
-                    i += 2
-                else:
-                    merged.append(pieces[i])
-                    i += 1
-            pieces = merged
+            first, second = pieces[at], pieces[at + 1]
+            i = at  # merge every non-overlapping (first, second) from the left, in place
+            while i < len(pieces) - 1:
+                if pieces[i] == first and pieces[i + 1] == second:
+                    pieces[i : i + 2] = [first + second]
+                i += 1
         return pieces
 
     def __call__(self, text: str) -> np.ndarray:
