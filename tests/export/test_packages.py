@@ -271,3 +271,10 @@ def test_standalone_litert_sample_runs_without_torch(litert_package, tmp_path):
         expected = (folded.scale() * img @ txt.T).softmax(-1)[0]
     assert list(probs) == labels
     assert [probs[label] for label in labels] == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_aot_format_refuses_what_it_cannot_do(tmp_path):
+    with pytest.raises(ExportError, match="--format aot has none"):
+        export_model(tmp_path, model_name=MODEL, fmt="aot", eval_world=True)
+    with pytest.raises(ExportError, match="towers only"):
+        export_model(tmp_path, model_name=MODEL, fmt="aot", parts="text,captioner")

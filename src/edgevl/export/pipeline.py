@@ -100,6 +100,9 @@ def export_model(out: str | Path, *, model_name: str | None = None, pretrained: 
         if eval_world and tower_parts != ["image", "text"]:
             raise ExportError("--eval-world needs both the image and the text tower (--parts image,text)")
         if fmt == "aot":
+            if eval_world:
+                raise ExportError("--eval-world scores exported variants; --format aot has none (use onnx, openvino, "
+                                  "executorch or litert)")
             return _export_aot(out, model_name, pretrained, tower_parts, parts)
         backend = None
         if fmt == "onnx":
