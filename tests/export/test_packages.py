@@ -278,3 +278,15 @@ def test_aot_format_refuses_what_it_cannot_do(tmp_path):
         export_model(tmp_path, model_name=MODEL, fmt="aot", eval_world=True)
     with pytest.raises(ExportError, match="towers only"):
         export_model(tmp_path, model_name=MODEL, fmt="aot", parts="text,captioner")
+
+
+@pytest.mark.slow  # ~20 s: a captioner export with int8 and 8 world images captioned three times
+def test_caption_eval_scores_cider_for_every_precision(tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    manifest = export_model(tmp_path, parts="captioner", captioner="lightcap-tiny", exporter="legacy",
+                            variants="int8", eval_world=True, world_samples=8)
+    scores = manifest["caption_eval"]
+    assert scores["n"] == 8 and scores["torch"]["same_as_torch"] == 1.0
+    assert scores["fp32"]["same_as_torch"] == 1.0 and scores["fp32"]["cider_d"] == scores["torch"]["cider_d"]
+    assert 0.0 <= scores["int8"]["same_as_torch"] <= 1.0 and scores["int8"]["cider_d"] >= 0.0

@@ -97,7 +97,7 @@ def export_model(out: str | Path, *, model_name: str | None = None, pretrained: 
         tower_parts = [p for p in parts if p in ("image", "text")]
         if tower_parts and not model_name:
             raise ExportError("exporting the image/text towers needs a model name (--model)")
-        if eval_world and tower_parts != ["image", "text"]:
+        if eval_world and tower_parts and tower_parts != ["image", "text"]:
             raise ExportError("--eval-world needs both the image and the text tower (--parts image,text)")
         if fmt == "aot":
             if eval_world:
@@ -135,12 +135,22 @@ def export_model(out: str | Path, *, model_name: str | None = None, pretrained: 
         if "captioner" in parts:
             from edgevl.models.lightcap.model import create_lightcap
 
-            export_captioner(create_lightcap(cap_name, cap_weights), out, name=cap_name, weights=cap_weights, **common)
-        if eval_world:
+            captioner_model = create_lightcap(cap_name, cap_weights)
+            export_captioner(captioner_model, out, name=cap_name, weights=cap_weights, **common)
+        if eval_world and "captioner" in parts:
+            from edgevl.export.world_eval import compare_world_captions
+
+            manifest["caption_eval"] = compare_world_captions(captioner_model, out, n=world_samples,
+                                                              precisions=("fp32", *chosen))
+            (progress or print)("world captions CIDEr-D: " + ", ".join(
+                f"{who} {row['cider_d']:.3f} ({row['same_as_torch']:.0%} same as torch)"
+                for who, row in manifest["caption_eval"].items() if isinstance(row, dict)))
+        if eval_world and tower_parts:
             from edgevl.export.world_eval import compare_world_accuracy
 
             manifest["world_eval"] = compare_world_accuracy(model, out, model_name=model_name, n=world_samples,
                                                             precisions=("fp32", *chosen), progress=progress)
             _refuse_lossy_variants(Path(out), manifest, progress)
+        if eval_world:
             write_export_manifest(out, manifest)
         return manifest

@@ -84,3 +84,31 @@ def compare_world_accuracy(model: torch.nn.Module, export_dir: str | Path, *, mo
         for p, c in results["image_cosine"].items():
             progress(f"image embedding cosine {p} vs PyTorch: min {c['min']:.5f}, mean {c['mean']:.5f}")
     return results
+
+
+def compare_world_captions(model, export_dir: str | Path, *, n: int = 100, split: str = "test", seed: int = 0,
+                           precisions: Sequence[str] = ("fp32",), max_words: int = 20) -> dict[str, Any]:
+    """Greedy captions of `n` world test images by the PyTorch LightCap and each captioner package precision:
+    CIDEr-D against the world's clean reference captions and the share of captions equal to PyTorch's."""
+    import copy
+
+    from edgevl.captioning import DecodeOptions, caption_tensor
+    from edgevl.data.world import samples
+    from edgevl.eval.captioning.cider import cider_d
+    from edgevl.eval.captioning.ptb_tokenizer import ptb_tokenize
+    from edgevl.export.runners import PackageCaptioner
+
+    folded = copy.deepcopy(model).eval().fold_backbone()
+    drawn = list(samples(n, split=split, seed=seed))
+    references = {s.id: [ptb_tokenize(c) for c in s.captions] for s in drawn}
+    options = DecodeOptions(beam=1, max_words=max_words)
+    runners = {"torch": folded, **{p: PackageCaptioner(export_dir, p) for p in precisions}}
+    pixels = PackageCaptioner(export_dir).preprocess().batch([s.image for s in drawn])
+    with torch.no_grad():
+        captions = {who: caption_tensor(runner, pixels, options) for who, runner in runners.items()}
+    scores: dict[str, Any] = {"split": split, "seed": seed, "n": n, "decoding": "greedy"}
+    for who, texts in captions.items():
+        cider, _ = cider_d(references, {s.id: ptb_tokenize(t) for s, t in zip(drawn, texts)})
+        same = sum(a == b for a, b in zip(texts, captions["torch"])) / n
+        scores[who] = {"cider_d": cider, "same_as_torch": same}
+    return scores
