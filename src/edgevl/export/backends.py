@@ -63,17 +63,17 @@ def require_extra(module: str, extra: str, title: str) -> ModuleType:
 
 
 BACKENDS = {
-    "executorch": Backend("executorch", "ExecuTorch (XNNPACK)", "executorch", ("executorch.exir",), ".pte",
-                          ("fp32", "int8"), True, True, False),
-    "litert": Backend("litert", "LiteRT", "litert", ("litert_torch", "ai_edge_litert.interpreter"), ".tflite",
-                      ("fp32", "int8", "int8w"), True, True, False),
-    "openvino": Backend("openvino", "OpenVINO", "openvino", ("openvino",), ".xml", ("fp32", "fp16"), True, False,
-                        True),
-    "coreml": Backend("coreml", "Core ML", "coreml", ("coremltools",), ".mlpackage", ("fp32", "fp16", "int8w"),
-                      False, True, False),
+    "executorch": Backend("executorch", "ExecuTorch (XNNPACK)", extra="executorch", modules=("executorch.exir",),
+                          suffix=".pte", variants=("fp32", "int8"), runs_here=True, batch_one=True,
+                          dynamic_cache=False),
+    "litert": Backend("litert", "LiteRT", extra="litert", modules=("litert_torch", "ai_edge_litert.interpreter"),
+                      suffix=".tflite", variants=("fp32", "int8", "int8w"), runs_here=True, batch_one=True,
+                      dynamic_cache=False),
+    "openvino": Backend("openvino", "OpenVINO", extra="openvino", modules=("openvino",), suffix=".xml",
+                        variants=("fp32", "fp16"), runs_here=True, batch_one=False, dynamic_cache=True),
+    "coreml": Backend("coreml", "Core ML", extra="coreml", modules=("coremltools",), suffix=".mlpackage",
+                      variants=("fp32", "fp16", "int8w"), runs_here=False, batch_one=True, dynamic_cache=False),
 }
-VARIANT_HELP = {"int8": "dynamic int8 (int8 weights, activations quantized per run)",
-                "int8w": "int8 weights only (float activations)", "fp16": "float16 weights"}
 
 
 def get_backend(name: str) -> Backend:
