@@ -7,7 +7,8 @@ Each (model, runtime) runs in a worker process of its own (`deploy_runtimes.py`)
 processes and reused on the next run. The workers then take turns, round by round, so the runtimes of a model
 share the machine's state alike; the median of all timed calls is reported with its ratio to eager (and, for CLIP
 models, to `reparameterize`, the official code's structure) from the same run. ExecuTorch/XNNPACK, LiteRT and
-OpenVINO rows come from `edgevl.export.load_package(DIR)` packages in `--packages` when that exists.
+OpenVINO rows run `edgevl export --format F` packages through `edgevl.export.runners.load_package`, written into
+`--work` first (or taken from `--packages`).
 
 CLIP rows time one preprocessed image batch + one tokenized text batch. Captioner rows time image files to text:
 decode, preprocess, backbone, 20 greedy tokens (EOS blocked), words; BLIP is

@@ -94,10 +94,17 @@ def _onnx_folder(work: Path, name: str) -> Path:
 
 
 def prepare(model: str, runtime: str, work: Path, batches: list[int]) -> None:
-    """Write the packages `load` reads (skipped when they exist): AOT per batch size, one ONNX export."""
+    """Write the packages `load` reads (skipped when they exist): AOT per batch size, one ONNX export, one
+    `edgevl export --format F` package per device format (CLIP towers)."""
     import edgevl
 
-    if runtime == "aot" and model != CAPTIONER:
+    if runtime in DEVICE_FORMATS and model != CAPTIONER:
+        from edgevl.export.onnx import EXPORT_MANIFEST
+        from edgevl.export.pipeline import export_model
+
+        if not (work / f"{model}-{runtime}" / EXPORT_MANIFEST).is_file():
+            export_model(work / f"{model}-{runtime}", model_name=model, fmt=runtime)
+    elif runtime == "aot" and model != CAPTIONER:
         from edgevl.export.aot import AOT_MANIFEST, compile_clip
 
         for batch in batches:
@@ -124,14 +131,12 @@ def _onnx_bytes(folder: Path) -> int:
 
 
 def _device_package(model: str, runtime: str, packages: Path | None, work: Path) -> tuple[int, Callable[[int], Call]]:
-    """A package of another engineer's device runtimes, through `edgevl.export.load_package` when it exists."""
-    import edgevl.export
+    """An `edgevl export --format F` package run through `load_package`: from `packages` when given, else the one
+    `prepare` wrote into `work` (CLIP towers only; the captioner's device packages are ONNX and OpenVINO)."""
+    from edgevl.export.runners import load_package
 
-    load_package = getattr(edgevl.export, "load_package", None)
-    if load_package is None:
-        raise Unavailable("not available (no edgevl.export.load_package in this build)")
-    folder = packages / f"{model}-{runtime}" if packages is not None else None
-    if folder is None or not folder.is_dir():
+    folder = (packages or work) / f"{model}-{runtime}"
+    if not folder.is_dir():
         raise Unavailable(f"no package (export to --packages DIR/{model}-{runtime} with --format {runtime})")
     package = load_package(folder)
     size = _files_bytes([p for p in folder.rglob("*") if p.is_file()])

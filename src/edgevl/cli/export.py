@@ -36,13 +36,20 @@ def run_convert(args: argparse.Namespace) -> int:
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub, "export",
-        "export reparameterized towers / the LightCap captioner to ONNX, with parity checks and int8 option",
+        "export reparameterized towers / the LightCap captioner to ONNX, ExecuTorch, LiteRT, Core ML, OpenVINO or "
+        "AOT packages, with parity checks and quantized variants",
     )
+    p.add_argument("--format", dest="fmt", choices=("onnx", "executorch", "litert", "coreml", "openvino", "aot"),
+                   default="onnx", help="package format (each but onnx/aot is an optional extra: "
+                   "pip install 'edgevl[executorch]' etc.); coreml is converted and checked here, predicts on macOS")
+    p.add_argument("--variants", default="",
+                   help="comma-separated extra precisions beside fp32: int8 (dynamic int8; onnx, executorch, litert), "
+                   "int8w (int8 weights only; litert, coreml), fp16 (openvino, coreml)")
     p.add_argument("--model", default=None, help="registered CLIP config name (needed for the image/text parts "
                    "unless --pretrained is a model or run folder)")
     p.add_argument("--pretrained", default=None,
                    help="CLIP weights file, model folder or training run folder (default: random weights)")
-    p.add_argument("--out", required=True, help="output folder for the .onnx files and export.json")
+    p.add_argument("--out", required=True, help="output folder for the package files, tokenizer.json and export.json")
     p.add_argument("--parts", default="image,text", help="comma-separated parts: image, text, captioner")
     p.add_argument("--captioner", default="lightcap-tiny",
                    help="LightCap NAME[:WEIGHTS] (preset, config JSON or model folder; optional .safetensors)")
@@ -54,7 +61,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="max parity error relative to the output magnitude (PyTorch vs ONNX Runtime)")
     p.add_argument("--eval-world", action="store_true",
-                   help="report world zero-shot accuracy of PyTorch vs the ONNX graphs (fp32 and int8)")
+                   help="report world zero-shot top-1, retrieval R@1 and embedding cosine of PyTorch vs every "
+                   "precision; a variant losing more than 1 point of top-1 is deleted with a warning")
     p.add_argument("--world-samples", type=int, default=200, help="world test images per task for --eval-world")
     p.set_defaults(func=run_export)
 
@@ -70,9 +78,11 @@ def run_export(args: argparse.Namespace) -> int:
     manifest = export_model(
         args.out, model_name=args.model, pretrained=args.pretrained, parts=args.parts, captioner=args.captioner,
         exporter=args.exporter, opset=args.opset, quantize=args.quantize, tolerance=args.tolerance,
-        eval_world=args.eval_world, world_samples=args.world_samples, progress=print,
+        eval_world=args.eval_world, world_samples=args.world_samples, fmt=args.fmt, variants=args.variants,
+        progress=print,
     )
-    print(f"wrote {len(manifest['graphs'])} graph(s) and export.json to {args.out}")
+    written = manifest.get("graphs", manifest.get("towers", {}))
+    print(f"wrote {len(written)} {args.fmt} graph(s) and {'aot' if args.fmt == 'aot' else 'export'}.json to {args.out}")
     return 0
 
 

@@ -15,6 +15,27 @@ from edgevl.cli.common import (
 from edgevl.errors import ConfigError, DataError, EdgevlError
 
 
+def add_package_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--package", default=None, metavar="DIR",
+                   help="run the package `edgevl export --format onnx|openvino|executorch|litert` (or `edgevl "
+                   "compile`) wrote to DIR instead of the PyTorch model")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "int8w", "fp16"),
+                   help="which of the package's variants --package runs (those export wrote with --variants)")
+
+
+def load_clip(args: argparse.Namespace):
+    """(model, preprocess, tokenizer): a --package runner, else `load_for_inference` (the model flags or --aot)."""
+    if not args.package:
+        return load_for_inference(args)
+    import edgevl
+    from edgevl.data.transforms import ImageTransform
+    from edgevl.export.runners import load_package
+
+    runner = load_package(args.package, args.precision, threads=args.threads or 2)
+    preprocess = ImageTransform(runner.preprocess_cfg) if hasattr(runner, "preprocess_cfg") else runner.preprocess()
+    return runner, preprocess, edgevl.get_tokenizer(context_length=runner.context_length)
+
+
 def add_embed(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub, "embed",
@@ -28,6 +49,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-normalize", action="store_true", help="store raw embeddings instead of L2-normalized")
     add_model_flags(p)
     add_aot_flag(p)
+    add_package_flags(p)
     add_strict_flag(p)
     p.set_defaults(func=run_embed)
 
@@ -43,7 +65,7 @@ def run_embed(args: argparse.Namespace) -> int:
         paths = expand_image_paths(args.images)
     else:
         texts = args.texts or [t for t in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if t]
-    model, preprocess, tokenizer = load_for_inference(args)
+    model, preprocess, tokenizer = load_clip(args)
     normalize = not args.no_normalize
     if args.images:
         emb = embed_images(model, preprocess, paths, batch_size=args.batch_size, normalize=normalize, progress=True)
@@ -70,6 +92,7 @@ def add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
     add_model_flags(p)
     add_aot_flag(p)
+    add_package_flags(p)
     add_strict_flag(p)
     p.set_defaults(func=run_classify)
 
@@ -88,7 +111,7 @@ def run_classify(args: argparse.Namespace) -> int:
         names = read_classnames(args.labels_file)
     if not names:
         raise ValueError("--labels is empty")
-    model, preprocess, tokenizer = load_for_inference(args)
+    model, preprocess, tokenizer = load_clip(args)
     preds, skipped = classify_images(
         model,
         preprocess,
@@ -137,6 +160,7 @@ def add_caption(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true",
                    help="int8 dynamic quantization of the decoder (faster on CPU; captions may differ slightly)")
     p.add_argument("--json", action="store_true", help="print one JSON list of {image, caption(s)}")
+    add_package_flags(p)
     add_strict_flag(p)
     p.set_defaults(func=run_caption)
 
@@ -151,11 +175,11 @@ def run_caption(args: argparse.Namespace) -> int:
     from edgevl.fast import optimize_captioner
     from edgevl.models.lightcap.model import create_lightcap
 
-    coca = is_coca_spec(args.model)
+    coca = not args.package and is_coca_spec(args.model)
     if coca and (args.profile or args.int8):
         raise ConfigError("--profile and --int8 are for LightCap models, not CoCa")
-    model = None if coca else create_lightcap(args.model, args.weights)
-    if args.profile:
+    model = None if coca or args.package else create_lightcap(args.model, args.weights)
+    if args.profile and model is not None:
         from edgevl.models.lightcap.profile import format_profile, profile_lightcap
 
         print(format_profile(model, profile_lightcap(model, args.max_words)))
@@ -164,14 +188,17 @@ def run_caption(args: argparse.Namespace) -> int:
     if not args.images:
         raise EdgevlError("no images to caption (give image files or folders containing images)")
     paths = expand_image_paths(args.images)
-    if coca:
+    if args.package:
+        caption = _package_captioner(args)
+    elif coca:
         model = load_coca(args.model, args.weights)[0]
     else:
         optimize_captioner(model)
-    if args.int8:
-        model.quantize_decoder()
-    options = {"model": model, "beam": args.beam, "max_words": args.max_words, "num_samples": args.num_samples,
+        if args.int8:
+            model.quantize_decoder()
+    options = {"beam": args.beam, "max_words": args.max_words, "num_samples": args.num_samples,
                "top_p": args.top_p, "temperature": args.temperature, "batch_size": args.batch_size, "seed": args.seed}
+    options = options if args.package else {**options, "model": model}
     done, captions, batch, skipped = [], [], [], []
     for path in [*paths, None]:  # batches of readable images; bad ones are skipped and counted, as embed does
         if path is not None:
@@ -195,6 +222,22 @@ def run_caption(args: argparse.Namespace) -> int:
             for line in text if isinstance(text, list) else [text]:
                 print(f"{path}\t{line}")
     return 0
+
+
+def _package_captioner(args: argparse.Namespace):
+    """`caption(images, **options)` for the captioner package in --package (ONNX or OpenVINO)."""
+    from edgevl.captioning import DecodeOptions, caption_tensor
+    from edgevl.export.runners import PackageCaptioner, load_package
+
+    runner = load_package(args.package, args.precision)
+    if not isinstance(runner, PackageCaptioner):
+        raise EdgevlError(f"{args.package} holds no captioner package (export one with --parts captioner)")
+    transform = runner.preprocess()
+
+    def caption(images, batch_size: int, **options) -> list:
+        return caption_tensor(runner, transform.batch(images), DecodeOptions(**options))
+
+    return caption
 
 
 def add_eval_captions(sub: argparse._SubParsersAction) -> None:

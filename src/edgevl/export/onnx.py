@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from edgevl.export.graphs import Graph, captioner_graphs, clip_graphs
-from edgevl.export.parity import DEFAULT_TOLERANCE, PARITY_BATCHES, check_parity, worst_error
+from edgevl.export.graphs import Graph, attach_world_inputs, captioner_graphs, clip_graphs
+from edgevl.export.parity import DEFAULT_TOLERANCE, PARITY_BATCHES, check_parity, session_runner, worst_error
 from edgevl.export.quantize import compare_int8, int8_path, quantize_int8
 from edgevl.export.runtime import ExportError, require, session
 from edgevl.io import atomic_write_text, sha256_file
@@ -148,7 +148,7 @@ def export_graphs(graphs: Sequence[Graph], out: str | Path, *, exporter: str = "
         say = progress or (lambda msg: log.info(msg))
         say(f"exporting {graph.file}")
         files = export_graph(graph, out / graph.file, exporter, opset)
-        report = check_parity(graph, session(files[0]), tolerance, batches)
+        report = check_parity(graph, session_runner(session(files[0]), graph), tolerance, batches)
         worst = worst_error(report)
         say(f"{graph.file}: parity max abs error {worst['max_abs_error']:.3g} "
             f"(relative {worst['relative_error']:.3g}) at batches {', '.join(report)}")
@@ -179,38 +179,61 @@ def base_manifest(exporter: str, opset: int | None, tolerance: float) -> dict[st
     from edgevl.version import __version__
 
     ort = require("onnxruntime")
-    return {"edgevl_version": __version__, "torch_version": torch.__version__,
+    return {"format": "onnx", "edgevl_version": __version__, "torch_version": torch.__version__,
             "onnx_version": require("onnx").__version__, "onnxruntime_version": ort.__version__,
             "exporter": exporter, "opset": opset or EXPORTERS.get(exporter), "tolerance": tolerance,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
+def _write_graphs(graphs: list[Graph], out: str | Path, *, backend, variants: Sequence[str], exporter: str,
+                  opset: int | None, tolerance: float, quantize: str | None, progress) -> dict[str, Any]:
+    """ONNX graphs (`backend` None) or `backend` packages of `graphs` in `out`: {graph name: record}."""
+    if backend is None:
+        return export_graphs(graphs, out, exporter=exporter, opset=opset, tolerance=tolerance, quantize=quantize,
+                             progress=progress)
+    from edgevl.export.packages import export_package_graphs
+
+    return export_package_graphs(backend, graphs, out, tolerance=tolerance, variants=variants, progress=progress)
+
+
 def export_clip(model: torch.nn.Module, out: str | Path, *, model_name: str, pretrained: str | None = None,
                 parts: Sequence[str] = ("image", "text"), exporter: str = "dynamo", opset: int | None = None,
                 tolerance: float = DEFAULT_TOLERANCE, quantize: str | None = None, progress=None,
-                manifest: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Reparameterize `model` (a copy), export the requested towers into `out`, update and return export.json."""
+                manifest: dict[str, Any] | None = None, backend=None, variants: Sequence[str] = ()) -> dict[str, Any]:
+    """Reparameterize `model` (a copy), export the requested towers into `out` (ONNX, or `backend` packages with
+    `variants`), write the tokenizer JSON, update and return export.json."""
+    from edgevl.data.transforms import ImageTransform
+    from edgevl.export.tokenizer_json import TOKENIZER_FILE, write_tokenizer_json
     from edgevl.models.factory import preprocess_cfg_for, reparameterize
+    from edgevl.tokenizer import get_tokenizer
 
     folded = reparameterize(model)
     graphs = [g for g in clip_graphs(folded) if g.name in parts]
     manifest = manifest if manifest is not None else base_manifest(exporter, opset, tolerance)
     pp = preprocess_cfg_for(model)
+    attach_world_inputs(graphs, ImageTransform(pp), get_tokenizer(context_length=model.context_length))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_tokenizer_json(Path(out) / TOKENIZER_FILE, model.context_length)
     manifest.update({"model": model_name, "pretrained": pretrained, "context_length": model.context_length,
                      "preprocess": {"size": pp.size, "mean": list(pp.mean), "std": list(pp.std),
                                     "interpolation": pp.interpolation, "resize_mode": pp.resize_mode},
-                     "embed_dim": int(folded.text.text_projection.shape[1])})
+                     "embed_dim": int(folded.text.text_projection.shape[1]),
+                     "logit_scale": folded.logit_scale.item(), "logit_multiplier": folded.scale().item(),
+                     "tokenizer": {"file": TOKENIZER_FILE, "type": "clip-bpe", "text_dtype": "int64"
+                                   if backend is None or backend.name != "litert" else "int32"}})
     manifest.setdefault("graphs", {}).update(
-        export_graphs(graphs, out, exporter=exporter, opset=opset, tolerance=tolerance, quantize=quantize,
-                      progress=progress))
+        _write_graphs(graphs, out, backend=backend, variants=variants, exporter=exporter, opset=opset,
+                      tolerance=tolerance, quantize=quantize, progress=progress))
     write_export_manifest(out, manifest)
     return manifest
 
 
 def export_captioner(model, out: str | Path, *, name: str, weights: str | None = None, exporter: str = "dynamo",
                      opset: int | None = None, tolerance: float = DEFAULT_TOLERANCE, quantize: str | None = None,
-                     progress=None, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Export a LightCap model's visual part and decoder step into `out` (plus its vocab.json); update export.json."""
+                     progress=None, manifest: dict[str, Any] | None = None, backend=None,
+                     variants: Sequence[str] = ()) -> dict[str, Any]:
+    """Export a LightCap model's visual part and decoder step into `out` (ONNX, or `backend` packages) plus its
+    vocab.json; update export.json."""
     import copy
 
     from edgevl.models.lightcap.model import VOCAB_FILE
@@ -229,7 +252,7 @@ def export_captioner(model, out: str | Path, *, name: str, weights: str | None =
         "prefix_length": model.concepts.top_k + cfg.grid_tokens, "layers": cfg.layers, "heads": cfg.heads,
     }
     manifest.setdefault("graphs", {}).update(
-        export_graphs(captioner_graphs(model), out, exporter=exporter, opset=opset, tolerance=tolerance,
-                      quantize=quantize, progress=progress))
+        _write_graphs(captioner_graphs(model), out, backend=backend, variants=variants, exporter=exporter,
+                      opset=opset, tolerance=tolerance, quantize=quantize, progress=progress))
     write_export_manifest(out, manifest)
     return manifest

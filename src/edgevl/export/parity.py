@@ -1,6 +1,8 @@
-"""Compare ONNX Runtime outputs with PyTorch: max abs error, error relative to the output magnitude, cosine."""
+"""Compare a runtime's outputs with PyTorch: max abs error, error relative to the output magnitude, cosine."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -44,27 +46,38 @@ def run_session(sess, graph: Graph, inputs: tuple[torch.Tensor, ...]) -> list[np
     return sess.run(graph.output_names, feed)
 
 
-@torch.no_grad()
-def check_parity(graph: Graph, sess, tolerance: float = DEFAULT_TOLERANCE, batches=PARITY_BATCHES,
-                 seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
-    """Random inputs at each batch size through PyTorch and ORT: {batch: {output: errors}}.
+TorchRun = Callable[[tuple[torch.Tensor, ...]], list[np.ndarray]]
 
-    Raises ExportError naming the graph, batch and output when a relative error exceeds `tolerance`.
+
+def session_runner(sess, graph: Graph) -> TorchRun:
+    """An ORT session as a function of torch inputs (what `check_parity` runs)."""
+    return lambda inputs: run_session(sess, graph, inputs)
+
+
+@torch.no_grad()
+def check_parity(graph: Graph, run: TorchRun, tolerance: float = DEFAULT_TOLERANCE, batches=PARITY_BATCHES,
+                 seed: int = 0, runtime: str = "ONNX") -> dict[str, dict[str, dict[str, float]]]:
+    """Random inputs at each batch size (and the graph's real inputs, as batch "real") through PyTorch and `run`
+    (a runtime): {batch: {output: errors}}.
+
+    Raises ExportError naming the runtime, graph, batch and output when a relative error exceeds `tolerance`.
     """
     gen = torch.Generator().manual_seed(seed)
     report: dict[str, dict[str, dict[str, float]]] = {}
-    for batch in batches:
-        inputs = graph.make_inputs(batch, gen)
+    cases = [(str(batch), graph.make_inputs(batch, gen)) for batch in batches]
+    if graph.real_inputs is not None:
+        cases.append(("real", graph.real_inputs))
+    for batch, inputs in cases:
         expected = graph.module(*inputs)
         expected = expected if isinstance(expected, tuple) else (expected,)
-        actual = run_session(sess, graph, inputs)
-        report[str(batch)] = {}
+        actual = run(inputs)
+        report[batch] = {}
         for name, ref, act in zip(graph.output_names, expected, actual):
             errors = output_errors(ref.numpy(), act)
-            report[str(batch)][name] = errors
+            report[batch][name] = errors
             if not errors["relative_error"] <= tolerance:
                 raise ExportError(
-                    f"ONNX parity check failed for {graph.file} output {name!r} at batch {batch}: max abs error "
+                    f"{runtime} parity check failed for {graph.name} output {name!r} at batch {batch}: max abs error "
                     f"{errors['max_abs_error']:.3g}, relative {errors['relative_error']:.3g} > tolerance {tolerance:g}"
                 )
     return report

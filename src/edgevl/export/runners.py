@@ -1,8 +1,10 @@
-"""Run exported graphs with ONNX Runtime behind the PyTorch models' interfaces.
+"""Run exported packages (ONNX Runtime, OpenVINO, ExecuTorch, LiteRT, AOTInductor) behind the PyTorch models' API.
 
-`OnnxCLIP` has `encode_image` / `encode_text` on torch tensors, so `edgevl.eval` helpers accept it in place of
-a CLIP. `OnnxCaptioner` is a step model for `edgevl.models.lightcap.decoding` (greedy, beam, nucleus): its
-state holds the fusion KV cache as numpy arrays and each `step` is one run of the decoder-step graph.
+`load_package(folder)` reads export.json and returns a `PackageCLIP` (`encode_image` / `encode_text` on torch
+tensors, so `edgevl.eval` helpers accept it in place of a CLIP), a `PackageCaptioner` (`start` / `step` /
+`caption`: a step model for `edgevl.models.lightcap.decoding`, its state the fusion KV cache as numpy arrays, each
+`step` one run of the decoder-step graph) or, for an AOT folder, an `AotCLIP`. `OnnxCLIP` / `OnnxCaptioner` are
+the same classes under their first names.
 """
 
 from __future__ import annotations
@@ -15,40 +17,52 @@ import torch
 import torch.nn.functional as F
 
 from edgevl.data.transforms import ImageTransform, PreprocessCfg
-from edgevl.export.onnx import read_export_manifest
+from edgevl.export.backends import GraphRun, get_backend, load_graph
+from edgevl.export.onnx import EXPORT_MANIFEST, read_export_manifest
 from edgevl.export.runtime import DEFAULT_THREADS, ExportError, session
 
-ONNX_VARIANTS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "int8w", "fp16")
 
 
-def _graph_session(folder: Path, manifest: dict, name: str, precision: str, threads: int):
-    if precision not in ONNX_VARIANTS:
-        raise ExportError(f"unknown precision {precision!r}; choose from {ONNX_VARIANTS}")
+def _onnx_run(path: Path, threads: int) -> GraphRun:
+    sess = session(path, threads)
+    names = [i.name for i in sess.get_inputs()]
+    return lambda arrays: sess.run(None, dict(zip(names, arrays)))
+
+
+def _graph_run(folder: Path, manifest: dict, name: str, precision: str, threads: int) -> GraphRun:
+    """A function running one graph of a package folder on numpy inputs, in the folder's format."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
     record = manifest.get("graphs", {}).get(name)
     if record is None:
         raise ExportError(f"{str(folder)!r} has no exported {name!r} graph (export it with --parts)")
-    if precision == "int8" and "int8" not in record:
-        raise ExportError(f"{str(folder)!r} has no int8 {name!r} graph (export with --quantize int8)")
-    file = record["int8"]["file"] if precision == "int8" else record["file"]
-    return session(folder / file, threads)
+    if precision != "fp32" and precision not in record:
+        raise ExportError(f"{str(folder)!r} has no {precision} {name!r} graph (export with --variants {precision})")
+    path = folder / (record[precision]["file"] if precision != "fp32" else record["file"])
+    fmt = manifest.get("format", "onnx")
+    return _onnx_run(path, threads) if fmt == "onnx" else load_graph(get_backend(fmt), path, threads)
 
 
 def _numpy(x: torch.Tensor | np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=dtype)
 
 
-class OnnxCLIP:
-    """The image/text towers of an export folder in ONNX Runtime (fp32 or int8 graphs)."""
+class PackageCLIP:
+    """The image/text towers of an export folder in its runtime (fp32 or a variant's graphs)."""
 
     def __init__(self, folder: str | Path, precision: str = "fp32", threads: int = DEFAULT_THREADS) -> None:
         self.folder = Path(folder)
         self.manifest = read_export_manifest(self.folder)
         graphs = self.manifest.get("graphs", {})
-        self.image_session = (_graph_session(self.folder, self.manifest, "image", precision, threads)
-                              if "image" in graphs else None)
-        self.text_session = (_graph_session(self.folder, self.manifest, "text", precision, threads)
-                             if "text" in graphs else None)
+        self.image_run = (_graph_run(self.folder, self.manifest, "image", precision, threads)
+                          if "image" in graphs else None)
+        self.text_run = (_graph_run(self.folder, self.manifest, "text", precision, threads)
+                         if "text" in graphs else None)
+        self.text_dtype = np.int32 if self.manifest.get("tokenizer", {}).get("text_dtype") == "int32" else np.int64
         self.context_length = int(self.manifest.get("context_length", 77))
+        if "logit_scale" in self.manifest:  # classify's softmax temperature (older ONNX exports lack it)
+            self.logit_scale = torch.tensor(float(self.manifest["logit_scale"]))
 
     def preprocess(self) -> ImageTransform:
         """The model's inference image transform, as recorded at export."""
@@ -58,16 +72,16 @@ class OnnxCLIP:
 
     def encode_image(self, image: torch.Tensor | np.ndarray, normalize: bool = False) -> torch.Tensor:
         """[B, 3, H, W] preprocessed pixels -> [B, D] features."""
-        if self.image_session is None:
+        if self.image_run is None:
             raise ExportError(f"{str(self.folder)!r} has no image graph")
-        out = torch.from_numpy(self.image_session.run(None, {"image": _numpy(image, np.float32)})[0])
+        out = torch.from_numpy(self.image_run([_numpy(image, np.float32)])[0])
         return F.normalize(out, dim=-1) if normalize else out
 
     def encode_text(self, text: torch.Tensor | np.ndarray, normalize: bool = False) -> torch.Tensor:
         """[B, ctx] token ids -> [B, D] features."""
-        if self.text_session is None:
+        if self.text_run is None:
             raise ExportError(f"{str(self.folder)!r} has no text graph")
-        out = torch.from_numpy(self.text_session.run(None, {"text": _numpy(text, np.int64)})[0])
+        out = torch.from_numpy(self.text_run([_numpy(text, self.text_dtype)])[0])
         return F.normalize(out, dim=-1) if normalize else out
 
 
@@ -84,7 +98,7 @@ class OnnxCaptionState:
         return OnnxCaptionState(np.take(self.keys, index, axis=1), np.take(self.values, index, axis=1))
 
 
-class OnnxCaptioner:
+class PackageCaptioner:
     """A LightCap export (visual + decoder-step graphs and vocab.json) as a step model for the decoders."""
 
     def __init__(self, folder: str | Path, precision: str = "fp32", threads: int = DEFAULT_THREADS) -> None:
@@ -95,8 +109,8 @@ class OnnxCaptioner:
         if "captioner" not in self.manifest:
             raise ExportError(f"{str(self.folder)!r} holds no captioner export")
         info = self.manifest["captioner"]
-        self.visual = _graph_session(self.folder, self.manifest, "captioner_visual", precision, threads)
-        self.decoder = _graph_session(self.folder, self.manifest, "captioner_step", precision, threads)
+        self.visual = _graph_run(self.folder, self.manifest, "captioner_visual", precision, threads)
+        self.decoder = _graph_run(self.folder, self.manifest, "captioner_step", precision, threads)
         self.vocab = WordVocab.load(self.folder / info["vocab_file"])
         self.bos_id, self.eos_id = int(info["bos_id"]), int(info["eos_id"])
         self.max_new_tokens = int(info["max_caption_tokens"])
@@ -109,15 +123,14 @@ class OnnxCaptioner:
 
     def start(self, pixels: torch.Tensor | np.ndarray) -> OnnxCaptionState:
         """Run the visual graph once per image: the prefix cache every decoding step extends."""
-        keys, values = self.visual.run(None, {"image": _numpy(pixels, np.float32)})
+        keys, values = self.visual([_numpy(pixels, np.float32)])
         return OnnxCaptionState(keys, values)
 
     def step(self, state: OnnxCaptionState, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row ([N] ids; BOS first); returns next-token log-probs [N, vocab]."""
         if state.keys.shape[3] - int(self.info["prefix_length"]) >= self.max_new_tokens:
             raise ExportError(f"caption longer than max_caption_tokens={self.max_new_tokens}")
-        log_probs, state.keys, state.values = self.decoder.run(
-            None, {"tokens": _numpy(tokens, np.int64), "past_keys": state.keys, "past_values": state.values})
+        log_probs, state.keys, state.values = self.decoder([_numpy(tokens, np.int64), state.keys, state.values])
         return torch.from_numpy(log_probs)
 
     def caption(self, pixels: torch.Tensor | np.ndarray, beam: int = 1, max_words: int = 20,
@@ -132,3 +145,21 @@ class OnnxCaptioner:
         else:
             hyps = beam_search(self, state, batch, beam, max_new, length_penalty)
         return [self.vocab.decode(h.tokens).strip() for h in hyps]
+
+
+OnnxCLIP = PackageCLIP
+OnnxCaptioner = PackageCaptioner
+
+
+def load_package(folder: str | Path, precision: str = "fp32", threads: int = DEFAULT_THREADS):
+    """The runner of an export folder: `PackageCaptioner` when it holds only a captioner, `AotCLIP` for an
+    AOTInductor folder, else `PackageCLIP` (ExportError when the folder is neither)."""
+    from edgevl.export.aot import AOT_MANIFEST, AotCLIP
+
+    folder = Path(folder)
+    if (folder / AOT_MANIFEST).is_file() and not (folder / EXPORT_MANIFEST).is_file():
+        return AotCLIP(folder)
+    manifest = read_export_manifest(folder)
+    if "captioner" in manifest and not {"image", "text"} & set(manifest.get("graphs", {})):
+        return PackageCaptioner(folder, precision, threads)
+    return PackageCLIP(folder, precision, threads)

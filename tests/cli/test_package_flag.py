@@ -1,0 +1,58 @@
+"""`edgevl export --format ...` then `edgevl embed/classify/caption --package DIR`: the same numbers as PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import edgevl
+from edgevl.cli import main
+
+NAME = "world-student-mci"
+
+
+def test_export_openvino_then_embed_and_classify_with_package(tmp_path, capsys):
+    pytest.importorskip("openvino", reason="needs the [openvino] extra")
+    torch.manual_seed(0)
+    weights = tmp_path / "weights"
+    edgevl.save_pretrained(edgevl.create_model(NAME), weights)
+    package = tmp_path / "ov"
+    assert main(["export", "--pretrained", str(weights), "--format", "openvino", "--out", str(package)]) == 0
+    assert "wrote 2 openvino graph(s)" in capsys.readouterr().out
+    texts = ["a red cube", "two blue spheres", "a green cone"]
+    assert main(["embed", "--texts", *texts, "--package", str(package), "--out", str(tmp_path / "ov.npy")]) == 0
+    assert main(["embed", "--texts", *texts, "--model", NAME, "--pretrained", str(weights),
+                 "--out", str(tmp_path / "torch.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "ov.npy"), np.load(tmp_path / "torch.npy"), atol=1e-5)
+    from edgevl.data.world import samples
+
+    next(samples(1, split="test")).image.save(tmp_path / "scene.png")
+    capsys.readouterr()
+    labels = ["red circle", "blue square", "green star"]
+    assert main(["classify", str(tmp_path / "scene.png"), "--labels", ",".join(labels), "--json",
+                 "--package", str(package)]) == 0
+    ours = capsys.readouterr().out
+    assert main(["classify", str(tmp_path / "scene.png"), "--labels", ",".join(labels), "--json",
+                 "--model", NAME, "--pretrained", str(weights)]) == 0
+    assert ours == capsys.readouterr().out
+    assert main(["classify", str(tmp_path / "scene.png"), "--labels", "a,b", "--package", str(package),
+                 "--precision", "fp16"]) == 2
+    assert "no fp16 'image' graph" in capsys.readouterr().err
+
+
+def test_caption_with_an_onnx_package_matches_the_model(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from edgevl.data.world import samples
+    from edgevl.models.lightcap.model import create_lightcap
+
+    torch.manual_seed(0)
+    folder = create_lightcap("lightcap-tiny").save_pretrained(tmp_path / "cap")
+    assert main(["export", "--parts", "captioner", "--captioner", str(folder), "--exporter", "legacy",
+                 "--out", str(tmp_path / "pkg")]) == 0
+    next(samples(1, split="test")).image.save(tmp_path / "scene.png")
+    capsys.readouterr()
+    assert main(["caption", str(tmp_path / "scene.png"), "--beam", "2", "--package", str(tmp_path / "pkg")]) == 0
+    ours = capsys.readouterr().out
+    assert main(["caption", str(tmp_path / "scene.png"), "--beam", "2", "--model", str(folder)]) == 0
+    assert ours == capsys.readouterr().out and ours.strip()
