@@ -6,6 +6,10 @@ Every word a caption can use for an attribute lives here, so captions, tasks and
 
 from __future__ import annotations
 
+# Bumped whenever the same (split, seed, index) would draw a different scene; recorded in every world.json.
+# 2: a dominant object (>= 3x the pixels of any other, never touched) replaced "the largest by one size class".
+GRAMMAR_VERSION = 2
+
 SHAPES = ("circle", "square", "triangle", "diamond", "pentagon", "hexagon", "star", "cross")
 
 # name -> RGB; saturated, mutually distinct hues plus black and white (backgrounds are muted mid tones)
@@ -23,8 +27,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 COLOR_NAMES = tuple(COLORS)
 
-# name -> object diameter as a fraction of the image side
-SIZES: dict[str, float] = {"small": 0.2, "medium": 0.28, "large": 0.36}
+# name -> object diameter as a fraction of the image side: the dominant object is medium or large, every other
+# object small (made smaller still where needed so that the dominant one covers >= 3x its pixels)
+SIZES: dict[str, float] = {"small": 0.2, "medium": 0.38, "large": 0.48}
 SIZE_NAMES = tuple(SIZES)
 
 TEXTURES = ("solid", "striped", "dotted", "checkered")
