@@ -49,6 +49,18 @@ POSITIONS: dict[tuple[int, int], str] = {
 }
 POSITION_NAMES = tuple(POSITIONS.values())
 
+# Other words free text may use for a colour or shape (the world's own captions use only the names above);
+# caption parsers map them to the names. Plurals are parsed from the names ('stars', 'crosses').
+COLOR_SYNONYMS: dict[str, str] = {
+    "scarlet": "red", "crimson": "red", "gold": "yellow", "golden": "yellow", "lime": "green", "navy": "blue",
+    "violet": "purple", "lilac": "purple", "magenta": "pink", "tan": "brown", "chocolate": "brown",
+}
+SHAPE_SYNONYMS: dict[str, str] = {
+    "circular": "circle", "disc": "circle", "disk": "circle", "round": "circle",
+    "box": "square", "triangular": "triangle", "rhombus": "diamond", "lozenge": "diamond",
+    "pentagonal": "pentagon", "hexagonal": "hexagon", "plus": "cross",
+}
+
 RELATIONS = ("left of", "right of", "above", "below", "next to")
 COUNT_WORDS = ("one", "two", "three", "four")
 MAX_OBJECTS = len(COUNT_WORDS)
