@@ -39,6 +39,11 @@ def test_demo_whole_path_on_tiny_sizes(tmp_path):
     assert h["fewer_steps"] == (2 / reached if reached and h["plain_improved"] else None)
     report = (tmp_path / "report.md").read_text()
     assert "| color_shape@heldout |" in report and "| t2i_R@5 |" in report and "Headline" in report
+    captioner = summary["captioner"]
+    assert {"CIDEr", "Bleu_4", "color_acc", "shape_acc", "color_shape_acc", "count_stated"} <= set(captioner)
+    assert f"| colour and shape both right (%) | {100 * captioner['color_shape_acc']:.1f} |" in report
+    assert f"| CIDEr-D | {captioner['CIDEr']:.3f} |" in report
+    assert "caption's colour+shape" in report
     manifest = json.loads((tmp_path / "data" / "reinforced" / "manifest.json").read_text())
     assert [t["embed_dim"] for t in manifest["teachers"]] == [load_teacher(n).model_cfg["embed_dim"]
                                                               for n in ("teacher-mci", "teacher-mci-wide")]
@@ -150,7 +155,7 @@ def test_world_pretrain_captioner_writes_a_loadable_captioner(tmp_path, monkeypa
     monkeypatch.setattr(recipe, "VOCAB_SAMPLES", 50)
     record = recipe.pretrain_captioner(tmp_path, steps=2)
     assert record["backbone_teacher"] == "teacher-mci" and record["steps"] == 2
-    assert {"CIDEr", "Bleu_4"} <= set(record["metrics"])
+    assert {"CIDEr", "Bleu_4", "color_acc", "shape_acc", "color_shape_acc", "count_stated"} <= set(record["metrics"])
     from edgevl.models.lightcap.model import create_lightcap
 
     trunk = create_lightcap(tmp_path / "captioner").backbone.trunk.state_dict()  # unfolded

@@ -10,14 +10,25 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from edgevl.data.world import HEADLINE_TASK, tasks
 from edgevl.io import atomic_write_bytes
-from edgevl.world_models.evaluate import HELDOUT_KEY, EvalSet, image_features, zero_shot_predictions
+from edgevl.world_models.evaluate import (
+    HELDOUT_KEY,
+    EvalSet,
+    evaluate_world_captioner,
+    image_features,
+    zero_shot_predictions,
+)
 
 RUN_LABELS = {"plain": "plain CLIP (noisy captions)", "reinforced": "reinforced (teachers + synthetic captions)"}
 RETRIEVAL_KEYS = ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5")
+# the captioner's scores in the report: key, row name, and whether it is a share (shown in %)
+CAPTIONER_ROWS = (("CIDEr", "CIDEr-D", False), ("Bleu_4", "BLEU-4", False),
+                  ("color_acc", "colour of the dominant object right (%)", True),
+                  ("shape_acc", "shape of the dominant object right (%)", True),
+                  ("color_shape_acc", "colour and shape both right (%)", True),
+                  ("count_stated", "captions stating an object count (%)", True),
+                  ("count_acc", "... of which the right count (%)", True))
 
 
 def _save_figure(fig: Any, path: Path) -> None:
@@ -51,18 +62,17 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def example_rows(students: dict[str, Any], eval_set: EvalSet, captioner: Any, n: int) -> list[dict[str, Any]]:
-    """Per test image: generated caption, first reference caption, true label and each student's top-3."""
-    from edgevl.captioning import DecodeOptions, caption_tensor
+def example_rows(students: dict[str, Any], eval_set: EvalSet, captions: list[str], n: int) -> list[dict[str, Any]]:
+    """Per test image: its generated caption (`captions`, in test order) and whether it names the dominant
+    object's colour and shape, the first reference caption, the true label and each student's top-3."""
+    from edgevl.eval.captioning import attribute_accuracy
     from edgevl.tokenizer import get_tokenizer
     from edgevl.world_models.data import pixel_transform
 
     picks = eval_set.test[:n]
-    cap_tf = pixel_transform(captioner.config.mean, captioner.config.std)
-    pixels = torch.stack([cap_tf(s.image) for s in picks])
-    captions = caption_tensor(captioner, pixels, DecodeOptions(beam=1, max_words=captioner.max_new_tokens))
     task = tasks()[HEADLINE_TASK]
-    rows = [{"id": s.id, "caption": c, "reference": s.captions[0], "label": task.classnames[task.label(s.labels)]}
+    rows = [{"id": s.id, "caption": c, "reference": s.captions[0], "label": task.classnames[task.label(s.labels)],
+             "caption_right": attribute_accuracy([c], [s.labels])["color_shape_acc"] == 1.0}
             for s, c in zip(picks, captions)]
     for run, model in students.items():
         pp = model.preprocess_cfg
@@ -86,7 +96,8 @@ def plot_examples(rows: list[dict[str, Any]], eval_set: EvalSet, path: Path) -> 
         ax.imshow(sample.image, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        lines = [f"true: {row['label']}", f"caption: {row['caption']}"]
+        mark = "right" if row["caption_right"] else "wrong"
+        lines = [f"true: {row['label']}", f"caption ({mark} colour+shape): {row['caption']}"]
         for run in RUN_LABELS:
             lines.append(f"{run}: " + ", ".join(f"{name} {p:.0%}" for name, p in row[run]))
         ax.set_xlabel("\n".join(_wrap(line, 34) for line in lines), fontsize=7, loc="left")
@@ -152,13 +163,23 @@ def report_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         *(f"| {p['step']} | {_pct(p[HEADLINE_TASK])} | {_pct(r[HEADLINE_TASK])} | {_pct(p[HELDOUT_KEY])} | "
           f"{_pct(r[HELDOUT_KEY])} |" for p, r in zip(summary["curves"]["plain"], summary["curves"]["reinforced"])),
         "",
+        "## World captioner",
+        "",
+        f"The shipped world captioner (greedy) on the {s['n_test']} `test` images, scored against their 5 clean "
+        "captions (CIDEr-D, BLEU-4) and by *caption attribute accuracy*: the colour, shape and count the caption "
+        "states (its first-mentioned object is the one it describes), compared with the image's labels.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *_captioner_lines(summary.get("captioner", {})),
+        "",
         "## Examples",
         "",
         "![examples](examples.png)",
         "",
-        "| image | true | generated caption | plain top-3 | reinforced top-3 |",
-        "|---|---|---|---|---|",
-        *(f"| {r['id']} | {r['label']} | {r['caption']} | "
+        "| image | true | generated caption | caption's colour+shape | plain top-3 | reinforced top-3 |",
+        "|---|---|---|---|---|---|",
+        *(f"| {r['id']} | {r['label']} | {r['caption']} | {'right' if r['caption_right'] else 'wrong'} | "
           + ", ".join(n for n, _ in r["plain"]) + " | " + ", ".join(n for n, _ in r["reinforced"]) + " |"
           for r in rows),
         "",
@@ -170,6 +191,12 @@ def report_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _captioner_lines(scores: dict[str, float]) -> list[str]:
+    """Table rows of the captioner's scores: CIDEr-D and BLEU-4 as numbers, the accuracies in %."""
+    return [f"| {name} | {_pct(scores[key]) if share else f'{scores[key]:.3f}'} |"
+            for key, name, share in CAPTIONER_ROWS if key in scores]
 
 
 def headline_text(summary: dict[str, Any]) -> str:
@@ -188,12 +215,14 @@ def headline_text(summary: dict[str, Any]) -> str:
 
 def write_report(out: Path, summary: dict[str, Any], students: dict[str, Any], eval_set: EvalSet,
                  captioner_dir: Path) -> None:
-    """Write `metrics.json`, `report.md`, `accuracy_vs_steps.png` and `examples.png` into `out`."""
+    """Caption the test images (their scores become `summary['captioner']`) and write `metrics.json`,
+    `report.md`, `accuracy_vs_steps.png` and `examples.png` into `out`."""
     from edgevl.fast import optimize_captioner
     from edgevl.models.lightcap.model import create_lightcap
 
     captioner = optimize_captioner(create_lightcap(captioner_dir))
-    rows = example_rows(students, eval_set, captioner, summary["settings"]["n_examples"])
+    summary["captioner"], captions = evaluate_world_captioner(captioner, eval_set.test)
+    rows = example_rows(students, eval_set, captions, summary["settings"]["n_examples"])
     atomic_write_bytes(out / "metrics.json", (json.dumps(summary, indent=1) + "\n").encode())
     plot_curves(summary, out / "accuracy_vs_steps.png")
     plot_examples(rows, eval_set, out / "examples.png")

@@ -95,8 +95,7 @@ def test_scene_structure() -> None:
         objs = s.labels["objects"]
         assert 1 <= s.labels["n_objects"] == len(objs) <= 4
         assert len({tuple(o["cell"]) for o in objs}) == len(objs)
-        sizes = [SIZE_NAMES.index(o["size"]) for o in objs]
-        assert all(sz < sizes[0] for sz in sizes[1:]), "the primary object is strictly the largest"
+        assert objs[0]["size"] in ("medium", "large") and all(o["size"] == "small" for o in objs[1:])
         for o in objs:
             x0, y0, x1, y1 = o["bbox"]
             assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
@@ -108,6 +107,46 @@ def test_scene_structure() -> None:
             cx, cy = (p["bbox"][0] + p["bbox"][2]) // 2, (p["bbox"][1] + p["bbox"][3]) // 2
             assert s.image.getpixel((cx, cy)) == _rgb(p["color"])
     assert set(counts) == {1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+@pytest.mark.parametrize("size", [64, 32])
+def test_the_dominant_object_is_always_clear(split: str, size: int) -> None:
+    """What makes the headline task well-posed, on 4 world seeds: the dominant object is never covered, is at
+    0.35 of the image wide and covers >= 3x the pixels of every other object; inside it, >= 40 % of the pixels
+    have its colour and the rest its pattern shade (no other named colour); the objects stand apart, so each
+    can be seen and counted."""
+    from edgevl.data.world.scene import MIN_AREA_RATIO, object_masks
+
+    counts, named = Counter(), {_rgb(c) for c in COLOR_NAMES}
+    for seed in range(4):
+        for s in samples(150, split, seed=seed, size=size):
+            objs, image = s.labels["objects"], np.asarray(s.image)
+            masks = object_masks(s.labels, size)
+            areas = [int(m.sum()) for m in masks]
+            x0, y0, x1, y1 = objs[0]["bbox"]
+            assert x1 - x0 >= 0.35 * size and areas[0] >= 0.045 * size * size, s.id  # >= 184 px at 64
+            assert all(areas[0] >= MIN_AREA_RATIO * a > 0 for a in areas[1:]), (s.id, areas)
+            dominant = image[masks[0]].reshape(-1, 3)
+            colours = {tuple(int(v) for v in c) for c in np.unique(dominant, axis=0)}
+            own = (dominant == _rgb(objs[0]["color"])).all(axis=1).mean()
+            assert own >= 0.4 and len(colours) <= 2 and not (colours - {_rgb(objs[0]["color"])}) & named, s.id
+            for i, a in enumerate(objs):
+                for b in objs[i + 1:]:  # boxes at least 2 px (at 64) apart: no object touches another
+                    gap = max(b["bbox"][0] - a["bbox"][2], a["bbox"][0] - b["bbox"][2],
+                              b["bbox"][1] - a["bbox"][3], a["bbox"][1] - b["bbox"][3])
+                    assert gap >= max(1, round(size / 32)), s.id
+            counts[len(objs)] += 1
+    assert min(counts[n] for n in (1, 2, 3, 4)) > 0.2 * sum(counts.values()), counts
+
+
+def test_clean_captions_name_the_dominant_object_first() -> None:
+    for s in samples(300, seed=6):
+        p = s.labels["objects"][0]
+        for cap in s.captions:
+            words = re.findall(r"[a-z]+", cap.lower())
+            assert [w for w in words if w in COLOR_NAMES][0] == p["color"], cap
+            assert [w for w in words if w in SHAPES][0] == p["shape"], cap
 
 
 def test_max_objects_draws_simpler_scenes_and_the_default_is_unchanged() -> None:
@@ -369,6 +408,7 @@ def test_cli_make_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert sorted(p.name for p in out.glob("*.tar")) == ["00000.tar", "00001.tar", "00002.tar"]
     manifest = json.loads((out / "world.json").read_text())
     assert manifest["split"] == "heldout" and manifest["n"] == 5 and manifest["noise"] == 0.2
+    assert manifest["grammar"] == 2
     sheet = tmp_path / "sheet.png"
     assert main(["world", "show", "--out", str(sheet), "--n", "3", "--columns", "3"]) == 0
     assert Image.open(sheet).mode == "RGB"

@@ -84,9 +84,11 @@ def world_caption_data(model: Any, n: int, split: str, seed: int) -> Any:
 def pretrain_captioner(out: str | Path, *, teachers: str | Path | None = None, steps: int | None = None,
                        seed: int = 0) -> dict[str, Any]:
     """Train the world captioner with the generic captioner trainer and write `out/captioner/` (LightCap folder
-    + `pretrain.json`)."""
+    + `pretrain.json`, whose metrics hold CIDEr-D and the caption attribute accuracy on the test images)."""
+    from edgevl.eval.captioning import attribute_accuracy
     from edgevl.models.factory import create_model
     from edgevl.train.captioner import CaptionerTrainConfig, train_captioner
+    from edgevl.train.captioner_eval import decode_cached
     from edgevl.train.trainer import seed_everything
     from edgevl.world_models.pretrain import atomic_json
 
@@ -103,6 +105,8 @@ def pretrain_captioner(out: str | Path, *, teachers: str | Path | None = None, s
                                warmup=50, log_every=50, seed=seed, progress=False)
     result = train_captioner(cfg, model, train=train, val=val)
     seconds = time.perf_counter() - start
+    scenes = [s.labels for s in samples(EVAL_IMAGES, "test", seed, model.config.image_size)]
+    result["val"].update(attribute_accuracy(decode_cached(model, val.grids, cfg.eval_beam), scenes))
     folder = model.eval().save_pretrained(out / "captioner")
     record = {"name": "captioner", "backbone_teacher": teacher_dir.name, "steps": cfg.steps, "batch_size": BATCH,
               "lr": LR, "train_images": TRAIN_IMAGES, "seed": seed, "train_seconds": round(seconds, 1),

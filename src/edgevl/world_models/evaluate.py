@@ -1,4 +1,5 @@
-"""World evaluation of a CLIP model: zero-shot accuracy on every world task and image-text retrieval R@K.
+"""World evaluation of a CLIP model (zero-shot accuracy on every world task, image-text retrieval R@K) and of a
+captioner (CIDEr-D and caption attribute accuracy).
 
 In-distribution numbers use the `test` split; `heldout` scores the headline `color_shape` task on the 8
 colour+shape combinations never seen in training (against all 80 class names).
@@ -89,6 +90,35 @@ def evaluate_world(model: nn.Module, tokenizer: Callable, transform: Callable[[I
             metrics[f"t2i_R@{k}"] = r[f"image_retrieval_recall@{k}"]
     model.train(was_training)
     return metrics
+
+
+@torch.no_grad()
+def caption_world(captioner: Any, items: Sequence[WorldSample], beam: int = 1, batch_size: int = 64) -> list[str]:
+    """The captioner's caption of each world sample (greedy with beam 1, up to its longest caption)."""
+    from edgevl.captioning import DecodeOptions, caption_tensor
+    from edgevl.world_models.data import pixel_transform
+
+    transform = pixel_transform(captioner.config.mean, captioner.config.std)
+    options = DecodeOptions(beam=beam, max_words=captioner.max_new_tokens)
+    texts: list[str] = []
+    for i in range(0, len(items), batch_size):
+        texts += caption_tensor(captioner, torch.stack([transform(s.image) for s in items[i:i + batch_size]]), options)
+    return texts
+
+
+def evaluate_world_captioner(captioner: Any, items: Sequence[WorldSample], beam: int = 1
+                             ) -> tuple[dict[str, float], list[str]]:
+    """CIDEr-D and BLEU-4 of the captioner's captions against each sample's 5 clean captions, and their attribute
+    accuracy (`color_acc`, `shape_acc`, `color_shape_acc` of the dominant object, `count_acc`, `count_stated`);
+    returns the scores and the captions."""
+    from edgevl.eval.captioning import attribute_accuracy, evaluate_captions
+
+    texts = caption_world(captioner, items, beam)
+    found = evaluate_captions({s.id: s.captions for s in items}, dict(zip((s.id for s in items), texts)),
+                              use_meteor=False)
+    scores = {"CIDEr": found["CIDEr"], "Bleu_4": found["Bleu_4"],
+              **attribute_accuracy(texts, [s.labels for s in items])}
+    return scores, texts
 
 
 class CurveTrainer(Trainer):

@@ -1,7 +1,8 @@
 """Caption generators: clean reference captions in varied phrasing, and noisy web-style alt text.
 
-Every clean caption names the primary object's colour and shape. The noisy caption follows a documented
-noise model (docs/world.md) whose outcome is returned next to it, so the noise rate can be measured.
+Every clean caption names the dominant object's colour and shape, before any other object. The noisy caption
+follows a documented noise model (docs/world.md) whose outcome is returned next to it, so the noise rate can be
+measured.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from edgevl.data.world.vocab import (
 Labels = dict[str, Any]
 N_CLEAN_CAPTIONS = 5
 
-# noise model: per primary attribute (colour, shape), P(wrong) = WRONG * noise and P(dropped) = DROP * noise
+# noise model: per dominant-object attribute (colour, shape), P(wrong) = WRONG * noise and P(dropped) = DROP * noise
 WRONG_RATE = 0.3
 DROP_RATE = 0.4
 
@@ -65,7 +66,7 @@ def describe(obj: dict[str, Any], size: bool = False, texture: bool = False) -> 
 
 
 def _listing(labels: Labels, rng: random.Random) -> str:
-    """'a large red star, a small blue circle and a green square' (every object, primary first)."""
+    """'a large red star, a small blue circle and a green square' (every object, the dominant one first)."""
     objs = labels["objects"]
     parts = [with_article(describe(objs[0], size=len(objs) > 1 and rng.random() < 0.5))]
     parts += [with_article(describe(o, size=rng.random() < 0.3)) for o in objs[1:]]
@@ -164,7 +165,7 @@ def _junk(rng: random.Random) -> str:
 def noisy_caption(labels: Labels, rng: random.Random, noise: float, allow_heldout: bool) -> tuple[str, dict]:
     """Web-style alt text for the scene and its noise outcome {'color', 'shape', 'mentioned_color', ...}.
 
-    Colour and shape of the primary object are each kept, replaced by a wrong value or dropped; size,
+    Colour and shape of the dominant object are each kept, replaced by a wrong value or dropped; size,
     texture, position and the other objects are dropped more often as `noise` grows; junk words, filenames and
     hashtags are added and the words may be shuffled. Unless `allow_heldout`, a wrong value is never chosen so
     that the mentioned (colour, shape) is a held-out combination: training text never names one either, and

@@ -1,8 +1,9 @@
 """Scene sampling and rendering: structured labels from a per-sample RNG, then a PIL drawing of them.
 
-Labels are plain JSON-able dicts (objects[0] is the primary object: the largest one, drawn last so nothing
-covers it). Rendering pastes precomputed colour/texture tiles through a shape mask onto a precomputed
-background, which keeps a 64x64 image well under a millisecond.
+Labels are plain JSON-able dicts. objects[0] is the dominant object: medium or large, at least MIN_AREA_RATIO
+times the drawn area of every other (small) object, which all stand apart from it and from each other, so a
+person can always tell which object the headline task asks about. Rendering pastes precomputed colour/texture
+tiles through a cached shape mask onto a precomputed background, which keeps a 64x64 image under a millisecond.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from edgevl.data.world.vocab import (
     MAX_OBJECTS,
     POSITIONS,
     SHAPES,
-    SIZE_NAMES,
     SIZES,
     SPLITS,
     TEXTURES,
@@ -46,7 +46,11 @@ _BACKGROUND_TINTS = (
 )
 _ALLOWED_COMBOS = tuple((c, s) for c in COLOR_NAMES for s in SHAPES if (c, s) not in HELDOUT_COMBOS)
 _HELDOUT_SORTED = tuple(sorted(HELDOUT_COMBOS))
-_PLACEMENT_TRIES = 8
+_PLACEMENT_TRIES = 12
+DOMINANT_SIZES = ("medium", "large")  # the dominant object's sizes; every other object is small
+MIN_AREA_RATIO = 3.0  # the dominant object covers at least 3x the pixels of any other object
+MIN_DISTRACTOR = 0.1  # the smallest distractor diameter, as a fraction of the image side
+OBJECT_GAP = 1 / 32  # the least gap between objects' boxes, as a fraction of the image side (2 px at 64)
 
 
 def sample_rng(seed: int, split: str, index: int, stream: str) -> random.Random:
@@ -78,60 +82,87 @@ def _relation(a: tuple[int, int], b: tuple[int, int]) -> str:
     return "left of" if ca < cb else "right of"
 
 
-def _overlaps(a: list[int], b: list[int]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+def _overlaps(a: list[int], b: list[int], gap: int = 0) -> bool:
+    """Whether boxes `a` and `b` ([x0, y0, x1, y1)) come closer than `gap` pixels."""
+    return a[0] < b[2] + gap and b[0] < a[2] + gap and a[1] < b[3] + gap and b[1] < a[3] + gap
 
 
-def _place(
-    rng: random.Random, cell: tuple[int, int], diameter: int, size: int, taken: list[list[int]]
-) -> list[int]:
-    """Bounding box jittered inside its cell and the image, avoiding earlier boxes when it can."""
+def _box(rng: random.Random, cell: tuple[int, int], diameter: int, size: int, jitter: float) -> list[int]:
+    """A square box of `diameter` whose centre is jittered by up to `jitter` cell sides inside `cell`, kept
+    inside the image."""
     cell_side, half = size / 3, diameter / 2
-    for _ in range(_PLACEMENT_TRIES):
-        cx = (cell[1] + 0.5 + rng.uniform(-0.2, 0.2)) * cell_side
-        cy = (cell[0] + 0.5 + rng.uniform(-0.2, 0.2)) * cell_side
-        x0 = round(min(max(cx, half), size - half) - half)
-        y0 = round(min(max(cy, half), size - half) - half)
-        box = [x0, y0, x0 + diameter, y0 + diameter]
-        if not any(_overlaps(box, t) for t in taken):
-            break
-    return box
+    cx = (cell[1] + 0.5 + rng.uniform(-jitter, jitter)) * cell_side
+    cy = (cell[0] + 0.5 + rng.uniform(-jitter, jitter)) * cell_side
+    x0 = round(min(max(cx, half), size - half) - half)
+    y0 = round(min(max(cy, half), size - half) - half)
+    return [x0, y0, x0 + diameter, y0 + diameter]
+
+
+def _distractor_diameter(rng: random.Random, shape: str, size: int, dominant_area: int) -> int | None:
+    """A distractor's diameter near the small size whose drawn area is at most 1/MIN_AREA_RATIO of the dominant
+    object's, or None when even the smallest legible one is too large (only at tiny image sizes)."""
+    diameter = round(SIZES["small"] * size * rng.uniform(0.9, 1.1))
+    smallest = max(3, round(MIN_DISTRACTOR * size))
+    while diameter >= smallest:
+        if MIN_AREA_RATIO * mask_area(shape, diameter) <= dominant_area:
+            return diameter
+        diameter -= 1
+    return None
+
+
+def _place_distractor(rng: random.Random, cells: list[tuple[int, int]], diameter: int, size: int,
+                      taken: list[list[int]]) -> tuple[tuple[int, int], list[int]] | None:
+    """The first (cell, box) of `cells`, in order, where a box fits at least OBJECT_GAP pixels away from every
+    box in `taken`; None when no tried position fits."""
+    gap = max(1, round(OBJECT_GAP * size))
+    for cell in cells:
+        for _ in range(_PLACEMENT_TRIES):
+            box = _box(rng, cell, diameter, size, jitter=0.35)
+            if not any(_overlaps(box, t, gap) for t in taken):
+                return cell, box
+    return None
 
 
 def sample_labels(rng: random.Random, split: str, size: int, max_objects: int = MAX_OBJECTS) -> Labels:
-    """Draw one scene: 1-`max_objects` objects in distinct 3x3 cells, primary first and strictly largest."""
+    """Draw one scene: a dominant object (objects[0], medium or large) and up to `max_objects` - 1 small
+    distractors, each in its own 3x3 cell, apart from one another and at most 1/MIN_AREA_RATIO of its area."""
     if not 1 <= max_objects <= MAX_OBJECTS:
         raise DataError(f"max_objects must be in [1, {MAX_OBJECTS}], got {max_objects}")
     n = rng.randint(1, max_objects)
-    cells = rng.sample(sorted(POSITIONS), n)
-    primary_combo = rng.choice(_HELDOUT_SORTED if split == "heldout" else _ALLOWED_COMBOS)
-    primary_size = rng.randrange(len(SIZE_NAMES)) if n == 1 else rng.randrange(1, len(SIZE_NAMES))
-    objects: list[dict[str, Any]] = []
-    for k, cell in enumerate(cells):
-        color, shape = primary_combo if k == 0 else rng.choice(_ALLOWED_COMBOS)
-        size_name = SIZE_NAMES[primary_size if k == 0 else rng.randrange(primary_size)]
-        diameter = max(4, round(SIZES[size_name] * size * rng.uniform(0.95, 1.05)))
-        objects.append(
-            {
-                "shape": shape,
-                "color": color,
-                "size": size_name,
-                "texture": rng.choice(TEXTURES),
-                "position": POSITIONS[cell],
-                "cell": list(cell),
-                "bbox": _place(rng, cell, diameter, size, [o["bbox"] for o in objects]),
-            }
-        )
+    cells = rng.sample(sorted(POSITIONS), len(POSITIONS))
+    color, shape = rng.choice(_HELDOUT_SORTED if split == "heldout" else _ALLOWED_COMBOS)
+    size_name = rng.choice(DOMINANT_SIZES)
+    diameter = max(4, round(SIZES[size_name] * size * rng.uniform(0.95, 1.05)))
+    dominant = _object(rng, color, shape, size_name, cells[0], _box(rng, cells[0], diameter, size, jitter=0.2))
+    objects, free = [dominant], cells[1:]
+    dominant_area = mask_area(shape, diameter)
+    for _ in range(n - 1):
+        color, shape = rng.choice(_ALLOWED_COMBOS)
+        small = _distractor_diameter(rng, shape, size, dominant_area)
+        placed = None if small is None else _place_distractor(rng, free, small, size, [o["bbox"] for o in objects])
+        if placed is None:  # no room for a clearly smaller, separate object: the scene has one object fewer
+            continue
+        cell, box = placed
+        free.remove(cell)
+        objects.append(_object(rng, color, shape, "small", cell, box))
     relation = None
-    if n >= 2:
-        relation = {"subject": 0, "relation": _relation(cells[0], cells[1]), "object": 1}
+    if len(objects) >= 2:
+        relation = {"subject": 0, "relation": _relation(tuple(objects[0]["cell"]), tuple(objects[1]["cell"])),
+                    "object": 1}
     return {
-        "n_objects": n,
+        "n_objects": len(objects),
         "background": rng.choice(BACKGROUNDS),
         "background_tint": rng.randrange(len(_BACKGROUND_TINTS)),
         "objects": objects,
         "relation": relation,
     }
+
+
+def _object(rng: random.Random, color: str, shape: str, size_name: str, cell: tuple[int, int],
+            box: list[int]) -> dict[str, Any]:
+    """One object's labels (its texture drawn here)."""
+    return {"shape": shape, "color": color, "size": size_name, "texture": rng.choice(TEXTURES),
+            "position": POSITIONS[cell], "cell": list(cell), "bbox": box}
 
 
 # ------------------------------------------------------------------------------------------- drawing
@@ -166,6 +197,38 @@ def _unit_polygon(shape: str) -> list[tuple[float, float]]:
 
 
 _UNIT_POLYGONS = {s: _unit_polygon(s) for s in SHAPES if s != "circle"}
+
+
+@functools.lru_cache(maxsize=4096)
+def shape_mask(shape: str, diameter: int) -> Image.Image:
+    """The 'L' mask (255 inside) of `shape` drawn in a `diameter` x `diameter` box; shared, do not modify."""
+    mask = Image.new("L", (diameter, diameter), 0)
+    draw = ImageDraw.Draw(mask)
+    if shape == "circle":
+        draw.ellipse((0, 0, diameter - 1, diameter - 1), fill=255)
+    else:
+        c, r = (diameter - 1) / 2, diameter / 2
+        draw.polygon([(c + r * px, c + r * py) for px, py in _UNIT_POLYGONS[shape]], fill=255)
+    return mask
+
+
+@functools.lru_cache(maxsize=4096)
+def mask_area(shape: str, diameter: int) -> int:
+    """Pixels covered by `shape` drawn at `diameter`."""
+    return int(np.count_nonzero(np.asarray(shape_mask(shape, diameter))))
+
+
+def object_masks(labels: Labels, size: int) -> list[np.ndarray]:
+    """Boolean [size, size] mask of the pixels each object shows in the rendered image (objects[0] is on top)."""
+    covered = np.zeros((size, size), dtype=bool)
+    masks = []
+    for obj in labels["objects"]:  # front to back: an object shows where nothing in front of it is drawn
+        x0, y0, x1, y1 = obj["bbox"]
+        full = np.zeros((size, size), dtype=bool)
+        full[y0:y1, x0:x1] = np.asarray(shape_mask(obj["shape"], x1 - x0)) > 0
+        masks.append(full & ~covered)
+        covered |= full
+    return masks
 
 
 def _pattern_shade(rgb: tuple[int, int, int]) -> np.ndarray:
@@ -227,16 +290,9 @@ def render(labels: Labels, size: int) -> Image.Image:
     """Draw the scene described by `labels` as an RGB image of size x size."""
     canvas = _backgrounds(size)[(labels["background"], labels["background_tint"])].copy()
     tiles = _tiles(size)
-    for obj in reversed(labels["objects"]):  # primary (index 0) last, on top
+    for obj in reversed(labels["objects"]):  # the dominant object (index 0) last, on top
         box = tuple(obj["bbox"])
-        w, h = box[2] - box[0], box[3] - box[1]
-        mask = Image.new("L", (w, h), 0)
-        draw = ImageDraw.Draw(mask)
-        if obj["shape"] == "circle":
-            draw.ellipse((0, 0, w - 1, h - 1), fill=255)
-        else:
-            cx, cy, r = (w - 1) / 2, (h - 1) / 2, w / 2
-            draw.polygon([(cx + r * px, cy + r * py) for px, py in _UNIT_POLYGONS[obj["shape"]]], fill=255)
+        mask = shape_mask(obj["shape"], box[2] - box[0])
         if obj["texture"] == "solid":
             canvas.paste(COLORS[obj["color"]], box, mask)
         else:

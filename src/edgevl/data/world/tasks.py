@@ -1,7 +1,8 @@
 """Ready-made zero-shot classification tasks over world samples (class names, prompt templates, labels).
 
-The headline task is `color_shape`: name the primary (largest) object's colour and shape among all 80
-combinations, held-out ones included, so the `heldout` split measures compositional generalisation.
+The headline task is `color_shape`: name the colour and shape of the dominant object (always clearly the
+largest, docs/world.md) among all 80 combinations, held-out ones included, so the `heldout` split measures
+compositional generalisation.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class ZeroShotTask:
         return [t.format(c=classname) for t in self.templates]
 
 
-def _primary(labels: Labels) -> dict[str, Any]:
+def _dominant(labels: Labels) -> dict[str, Any]:
     return labels["objects"][0]
 
 
@@ -42,24 +43,24 @@ _COUNTS = tuple(f"{w} shape" if i == 0 else f"{w} shapes" for i, w in enumerate(
 _TASKS = (
     ZeroShotTask(
         name="color_shape",
-        description="colour and shape of the primary (largest) object; the headline task",
+        description="colour and shape of the dominant object (>= 3x the area of any other); the headline task",
         classnames=_COLOR_SHAPE,
         templates=("the {c}.", "a picture of the {c}.", "an image of the {c}.", "a drawing of the {c}."),
-        label=lambda lab: _COLOR_SHAPE.index(f"{_primary(lab)['color']} {_primary(lab)['shape']}"),
+        label=lambda lab: _COLOR_SHAPE.index(f"{_dominant(lab)['color']} {_dominant(lab)['shape']}"),
     ),
     ZeroShotTask(
         name="shape",
-        description="shape of the primary object",
+        description="shape of the dominant object",
         classnames=SHAPES,
         templates=("a {c}.", "a picture of a {c}.", "the {c} shape.", "a drawing of a {c}."),
-        label=lambda lab: SHAPES.index(_primary(lab)["shape"]),
+        label=lambda lab: SHAPES.index(_dominant(lab)["shape"]),
     ),
     ZeroShotTask(
         name="color",
-        description="colour of the primary object",
+        description="colour of the dominant object",
         classnames=COLOR_NAMES,
         templates=("the {c} shape.", "a picture of the {c} shape.", "the shape is {c}.", "something {c}."),
-        label=lambda lab: COLOR_NAMES.index(_primary(lab)["color"]),
+        label=lambda lab: COLOR_NAMES.index(_dominant(lab)["color"]),
     ),
     ZeroShotTask(
         name="count",

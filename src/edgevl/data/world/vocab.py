@@ -6,6 +6,10 @@ Every word a caption can use for an attribute lives here, so captions, tasks and
 
 from __future__ import annotations
 
+# Bumped whenever the same (split, seed, index) would draw a different scene; recorded in every world.json.
+# 2: a dominant object (>= 3x the pixels of any other, never touched) replaced "the largest by one size class".
+GRAMMAR_VERSION = 2
+
 SHAPES = ("circle", "square", "triangle", "diamond", "pentagon", "hexagon", "star", "cross")
 
 # name -> RGB; saturated, mutually distinct hues plus black and white (backgrounds are muted mid tones)
@@ -23,8 +27,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 COLOR_NAMES = tuple(COLORS)
 
-# name -> object diameter as a fraction of the image side
-SIZES: dict[str, float] = {"small": 0.2, "medium": 0.28, "large": 0.36}
+# name -> object diameter as a fraction of the image side: the dominant object is medium or large, every other
+# object small (made smaller still where needed so that the dominant one covers >= 3x its pixels)
+SIZES: dict[str, float] = {"small": 0.2, "medium": 0.38, "large": 0.48}
 SIZE_NAMES = tuple(SIZES)
 
 TEXTURES = ("solid", "striped", "dotted", "checkered")
@@ -43,6 +48,18 @@ POSITIONS: dict[tuple[int, int], str] = {
     (2, 2): "bottom right",
 }
 POSITION_NAMES = tuple(POSITIONS.values())
+
+# Other words free text may use for a colour or shape (the world's own captions use only the names above);
+# caption parsers map them to the names. Plurals are parsed from the names ('stars', 'crosses').
+COLOR_SYNONYMS: dict[str, str] = {
+    "scarlet": "red", "crimson": "red", "gold": "yellow", "golden": "yellow", "lime": "green", "navy": "blue",
+    "violet": "purple", "lilac": "purple", "magenta": "pink", "tan": "brown", "chocolate": "brown",
+}
+SHAPE_SYNONYMS: dict[str, str] = {
+    "circular": "circle", "disc": "circle", "disk": "circle", "round": "circle",
+    "box": "square", "triangular": "triangle", "rhombus": "diamond", "lozenge": "diamond",
+    "pentagonal": "pentagon", "hexagonal": "hexagon", "plus": "cross",
+}
 
 RELATIONS = ("left of", "right of", "above", "below", "next to")
 COUNT_WORDS = ("one", "two", "three", "four")

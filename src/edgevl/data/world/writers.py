@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from edgevl.data.world.sample import DEFAULT_NOISE, DEFAULT_SIZE, WorldSample, check_params, generate, samples
 from edgevl.data.world.tasks import HEADLINE_TASK, ZeroShotTask, get_task
+from edgevl.data.world.vocab import GRAMMAR_VERSION
 from edgevl.errors import ConfigError, DataError
 from edgevl.io import atomic_write, atomic_write_bytes, atomic_write_text
 from edgevl.version import __version__
@@ -307,6 +308,7 @@ def make(
     atomic_write_text(root / "classnames.txt", "".join(c + "\n" for c in zs_task.classnames))
     templates = "".join(t + "\n" for t in zs_task.templates)
     atomic_write_text(root / "zeroshot_classification_templates.txt", templates)
-    manifest = {"generator": f"edgevl.data.world {__version__}", "format": fmt, **params, **extra}
+    manifest = {"generator": f"edgevl.data.world {__version__}", "grammar": GRAMMAR_VERSION, "format": fmt, **params,
+                **extra}
     atomic_write_text(root / WORLD_MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
