@@ -54,18 +54,18 @@ def caption_words(text: str) -> list[str]:
 
 
 def world_labels(scene: Any) -> dict[str, str]:
-    """What a caption of a world scene (its `labels` dict) should name: the primary object's `color`, `shape` and
+    """What a caption of a world scene (its `labels` dict) should name: the dominant object's `color`, `shape` and
     `class` ('red star', the world's headline classification task); {} for anything else."""
-    primary = scene.get("objects", [None])[0] if isinstance(scene, dict) and scene.get("objects") else None
-    if isinstance(primary, dict) and isinstance(primary.get("color"), str) and isinstance(primary.get("shape"), str):
-        return {"class": f"{primary['color']} {primary['shape']}", "color": primary["color"],
-                "shape": primary["shape"]}
+    dominant = scene.get("objects", [None])[0] if isinstance(scene, dict) and scene.get("objects") else None
+    if isinstance(dominant, dict) and isinstance(dominant.get("color"), str) and isinstance(dominant.get("shape"), str):
+        return {"class": f"{dominant['color']} {dominant['shape']}", "color": dominant["color"],
+                "shape": dominant["shape"]}
     return {}
 
 
 def sample_labels(sample: Sample, class_names: Sequence[str] | None = None) -> dict[str, str]:
     """What a caption of `sample` should name: `class` for a labelled image (`class_names[label]`, else the image
-    folder reader's class folder `meta['class']`), and for a world image the primary object's `color`, `shape` and
+    folder reader's class folder `meta['class']`), and for a world image the dominant object's `color`, `shape` and
     `class` ('red star', the world's headline classification task)."""
     labels = world_labels(sample.meta.get("labels"))
     name = sample.meta.get("class")
