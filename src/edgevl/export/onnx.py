@@ -254,7 +254,7 @@ def export_captioner(model, out: str | Path, *, name: str, weights: str | None =
         "bos_id": model.bos_id, "eos_id": model.eos_id, "max_caption_tokens": cfg.max_caption_tokens,
         "prefix_length": prefix_length, "layers": cfg.layers, "heads": cfg.heads,
         "head_dim": cfg.hidden // cfg.heads, "cache": "static" if static else "growing",
-        "id_dtype": "int32" if backend is not None and backend.name == "litert" else "int64",
+        "id_dtype": "int32" if backend is not None and backend.name in ("litert", "coreml") else "int64",
     }
     if static:
         manifest["captioner"]["cache_length"] = prefix_length + cfg.max_caption_tokens
