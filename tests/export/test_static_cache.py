@@ -90,7 +90,7 @@ def test_coreml_converts_the_static_captioner_graphs(tmp_path):
     manifest = export_captioner(model, tmp_path, name="lightcap-tiny", backend=backend,
                                 manifest=package_manifest(backend, 1e-4))
     info = manifest["captioner"]
-    assert info["cache"] == "static" and info["cache_length"] == 17 + 24
+    assert info["cache"] == "static" and info["cache_length"] == 17 + 24 and info["id_dtype"] == "int32"
     cache = [2, 1, 4, 41, 32]
     step = manifest["graphs"]["captioner_step"]["structure"]
     assert [i["shape"] for i in step["inputs"]] == [[1], [1], cache, cache]
