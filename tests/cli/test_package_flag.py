@@ -70,3 +70,29 @@ def test_caption_with_an_onnx_package_matches_the_model(tmp_path, capsys):
     ours = capsys.readouterr().out
     assert main(["caption", str(tmp_path / "scene.png"), "--beam", "2", "--model", str(folder)]) == 0
     assert ours == capsys.readouterr().out and ours.strip()
+
+
+@pytest.mark.parametrize("fmt", ["executorch", "litert"])
+def test_caption_with_a_phone_package_matches_the_model(fmt, tmp_path, capsys):
+    from edgevl.export.backends import BACKENDS
+
+    for module in BACKENDS[fmt].modules:
+        pytest.importorskip(module, reason=f"needs the [{BACKENDS[fmt].extra}] extra")
+    from edgevl.data.world import samples
+    from edgevl.models.lightcap.model import create_lightcap
+
+    torch.manual_seed(0)
+    folder = create_lightcap("lightcap-tiny").save_pretrained(tmp_path / "cap")
+    package = tmp_path / "pkg"
+    assert main(["export", "--parts", "captioner", "--captioner", str(folder), "--format", fmt,
+                 "--out", str(package)]) == 0
+    assert json.loads((package / "export.json").read_text())["captioner"]["cache"] == "static"
+    for index, drawn in enumerate(samples(2, split="test")):
+        drawn.image.save(tmp_path / f"scene{index}.png")
+    images = [str(tmp_path / "scene0.png"), str(tmp_path / "scene1.png")]
+    for beam in ("1", "2"):
+        capsys.readouterr()
+        assert main(["caption", *images, "--beam", beam, "--package", str(package)]) == 0
+        ours = capsys.readouterr().out
+        assert main(["caption", *images, "--beam", beam, "--model", str(folder)]) == 0
+        assert ours == capsys.readouterr().out and len(ours.strip().splitlines()) == 2

@@ -1,5 +1,6 @@
 """ExecuTorch, LiteRT, OpenVINO and Core ML packages: parity with PyTorch on real images and texts, the manifest,
-variants, failures (missing extra, failed parity), the captioner in OpenVINO and the world quality figures.
+variants, failures (missing extra, failed parity), the captioner in OpenVINO (its growing cache; the phone formats'
+fixed-size cache is in test_static_cache.py) and the world quality figures.
 
 Each backend's test skips, printing the reason, when its optional extra is not installed.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from backends_needed import need
 
 import edgevl
 from edgevl.export.backends import BACKENDS
@@ -21,14 +23,6 @@ from edgevl.export.runtime import ExportError
 
 TEXTS = ["a red circle.", "two blue squares on the left of a green star.", "x"]
 MODEL = "world-student-mci"
-
-
-def need(backend: str) -> None:
-    """Skip (with the reason printed) when `backend`'s extra is missing."""
-    try:
-        BACKENDS[backend].require()
-    except ExportError as exc:
-        pytest.skip(str(exc))
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -173,12 +167,6 @@ def test_openvino_captioner_decodes_like_pytorch(tmp_path):
     with torch.no_grad():
         expected = [h.tokens for h in greedy_decode(folded, folded.start(pixels), 2, 8)]
     assert [h.tokens for h in greedy_decode(runner, runner.start(pixels), 2, 8)] == expected
-
-
-def test_phone_formats_refuse_the_growing_cache_captioner(tmp_path):
-    need("executorch")
-    with pytest.raises(ExportError, match="captioner's growing KV cache.*--format onnx or openvino"):
-        export_model(tmp_path, parts="captioner", captioner="lightcap-tiny", fmt="executorch")
 
 
 @pytest.mark.slow  # ~1 min: two towers, four world tasks, three scorers

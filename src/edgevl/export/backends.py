@@ -10,6 +10,7 @@ that install beside torch 2.13.0 (spec: deploy-runtimes.md).
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import shutil
 import tempfile
@@ -31,7 +32,8 @@ GraphRun = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 
 @dataclass(frozen=True)
 class Backend:
-    """One package format: its extra, file suffix, variants, and whether its runtime predicts on this machine."""
+    """One package format: its extra, file suffix, variants, whether its runtime predicts on this machine, and
+    whether it runs the captioner's growing KV cache (`dynamic_cache`; else it gets the fixed-size cache graphs)."""
 
     name: str
     title: str
@@ -158,10 +160,30 @@ def _write_openvino(graph: Graph, tmp: Path, variant: str) -> None:
     ov.save_model(model, str(tmp), compress_to_fp16=variant == "fp16")
 
 
+def _logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(exp(a) + exp(b)) from ops Core ML converts (its converter has no logaddexp; LightCap's ensemble uses it)."""
+    spread = torch.log1p(torch.exp(-(a - b).abs()))
+    return torch.where(a == b, a + math.log(2.0), torch.maximum(a, b) + spread)  # a == b: also both -inf
+
+
+def coreml_decompositions() -> dict[Any, Callable]:
+    """The decompositions applied before Core ML conversion: logaddexp as above, and clamp_min (coremltools 9
+    asserts on a float tensor clamped at an int, as LightCap's concept averaging does)."""
+    from torch._decomp import get_decompositions
+
+    aten = torch.ops.aten
+    return {aten.logaddexp.default: _logaddexp, **get_decompositions([aten.clamp_min])}
+
+
+def coreml_program(graph: Graph) -> torch.export.ExportedProgram:
+    """The batch-1 program Core ML converts: `graph` exported and decomposed by `coreml_decompositions`."""
+    return _export_program(graph).run_decompositions(coreml_decompositions())
+
+
 def _write_coreml(graph: Graph, tmp: Path, variant: str) -> None:
     import coremltools as ct
 
-    program = _export_program(graph).run_decompositions({})
+    program = coreml_program(graph)
     precision = ct.precision.FLOAT16 if variant == "fp16" else ct.precision.FLOAT32
     model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
                        compute_precision=precision)
@@ -193,12 +215,22 @@ def convert_graph(backend: Backend, graph: Graph, out: Path, variant: str = "fp3
                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
 
 
-def _rows(run: GraphRun) -> GraphRun:
-    """Run a batch-1 package row by row and stack the outputs along the batch axis."""
+BatchAxes = dict[str, list[int | None]]  # {"inputs": [...], "outputs": [...]}: each tensor's batch axis or None
+
+
+def _rows(run: GraphRun, batch_axes: BatchAxes | None = None) -> GraphRun:
+    """Run a batch-1 package row by row and join the outputs along their batch axes (default: axis 0 everywhere;
+    an input whose axis is None, like the caption position, goes whole to every row)."""
 
     def each_row(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        outs = [run([a[i : i + 1] for a in arrays]) for i in range(len(arrays[0]))]
-        return [np.concatenate(parts) for parts in zip(*outs)]
+        in_axes = batch_axes["inputs"] if batch_axes else [0] * len(arrays)
+        rows = next(a.shape[k] for a, k in zip(arrays, in_axes) if k is not None)
+        if rows == 1:
+            return run(arrays)
+        outs = [run([a if k is None else np.take(a, [i], axis=k) for a, k in zip(arrays, in_axes)])
+                for i in range(rows)]
+        out_axes = batch_axes["outputs"] if batch_axes else [0] * len(outs[0])
+        return [np.concatenate(parts, axis=k) for parts, k in zip(zip(*outs), out_axes)]
 
     return each_row
 
@@ -244,8 +276,10 @@ def _load_openvino(path: Path, threads: int) -> GraphRun:
 LOADERS = {"executorch": _load_executorch, "litert": _load_litert, "openvino": _load_openvino}
 
 
-def load_graph(backend: Backend, path: str | Path, threads: int = DEFAULT_THREADS) -> GraphRun:
-    """A function running the package file `path` on numpy inputs (outputs in the graph's order)."""
+def load_graph(backend: Backend, path: str | Path, threads: int = DEFAULT_THREADS,
+               batch_axes: BatchAxes | None = None) -> GraphRun:
+    """A function running the package file `path` on numpy inputs (outputs in the graph's order); a batch-1
+    format runs row by row, split and joined along `batch_axes` (`Graph.batch_axes`; default axis 0)."""
     backend.require()
     if not backend.runs_here:
         raise ExportError(f"{backend.title} packages predict on macOS/iOS only; this machine can only convert them")
@@ -253,7 +287,7 @@ def load_graph(backend: Backend, path: str | Path, threads: int = DEFAULT_THREAD
         run = LOADERS[backend.name](Path(path), threads)
     except Exception as exc:
         raise ExportError(f"{backend.title} cannot load {str(path)!r}: {exc}") from exc
-    return _rows(run) if backend.batch_one else run
+    return _rows(run, batch_axes) if backend.batch_one else run
 
 
 def inspect_coreml(path: str | Path, graph: Graph) -> dict[str, Any]:

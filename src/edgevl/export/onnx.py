@@ -233,7 +233,8 @@ def export_captioner(model, out: str | Path, *, name: str, weights: str | None =
                      progress=None, manifest: dict[str, Any] | None = None, backend=None,
                      variants: Sequence[str] = ()) -> dict[str, Any]:
     """Export a LightCap model's visual part and decoder step into `out` (ONNX, or `backend` packages) plus its
-    vocab.json; update export.json."""
+    vocab.json; update export.json. Formats with static shapes (`backend.dynamic_cache` False) get the
+    fixed-size cache graphs (`captioner.cache` "static" in export.json), the others the growing cache."""
     import copy
 
     from edgevl.models.lightcap.model import VOCAB_FILE
@@ -245,14 +246,20 @@ def export_captioner(model, out: str | Path, *, name: str, weights: str | None =
     vocab = {"type": "word", "words": model.vocab.words, "concepts": model.concept_names}
     atomic_write_text(out / VOCAB_FILE, json.dumps(vocab))
     cfg = model.config
+    static = backend is not None and not backend.dynamic_cache
+    prefix_length = model.concepts.top_k + cfg.grid_tokens
     manifest["captioner"] = {
         "name": name, "weights": weights, "vocab_file": VOCAB_FILE, "image_size": cfg.image_size,
         "mean": list(cfg.mean), "std": list(cfg.std), "interpolation": cfg.interpolation,
         "bos_id": model.bos_id, "eos_id": model.eos_id, "max_caption_tokens": cfg.max_caption_tokens,
-        "prefix_length": model.concepts.top_k + cfg.grid_tokens, "layers": cfg.layers, "heads": cfg.heads,
+        "prefix_length": prefix_length, "layers": cfg.layers, "heads": cfg.heads,
+        "head_dim": cfg.hidden // cfg.heads, "cache": "static" if static else "growing",
+        "id_dtype": "int32" if backend is not None and backend.name in ("litert", "coreml") else "int64",
     }
+    if static:
+        manifest["captioner"]["cache_length"] = prefix_length + cfg.max_caption_tokens
     manifest.setdefault("graphs", {}).update(
-        _write_graphs(captioner_graphs(model), out, backend=backend, variants=variants, exporter=exporter,
-                      opset=opset, tolerance=tolerance, quantize=quantize, progress=progress))
+        _write_graphs(captioner_graphs(model, static_cache=static), out, backend=backend, variants=variants,
+                      exporter=exporter, opset=opset, tolerance=tolerance, quantize=quantize, progress=progress))
     write_export_manifest(out, manifest)
     return manifest

@@ -62,9 +62,9 @@ def remove(files: Sequence[Path]) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def torch_runner(backend: Backend, path: Path) -> TorchRun:
-    """A package as a function of torch inputs (for `check_parity`)."""
-    run = load_graph(backend, path)
+def torch_runner(backend: Backend, path: Path, graph: Graph) -> TorchRun:
+    """A package of `graph` as a function of torch inputs (for `check_parity`)."""
+    run = load_graph(backend, path, batch_axes=graph.batch_axes)
     return lambda inputs: run([t.detach().cpu().numpy() for t in inputs])
 
 
@@ -90,10 +90,10 @@ def export_package_graphs(backend: Backend, graphs: Sequence[Graph], out: str | 
     for graph in graphs:
         say(f"converting {graph.name} to {backend.title}")
         files = convert_graph(backend, graph, out)
-        record: dict[str, Any] = file_entry(files)
+        record: dict[str, Any] = {**file_entry(files), "batch_axes": graph.batch_axes}
         try:
             if backend.runs_here:
-                fp32 = torch_runner(backend, files[0])
+                fp32 = torch_runner(backend, files[0], graph)
                 report = check_parity(graph, fp32, tolerance, batches, runtime=backend.title)
                 record.update(parity=report, parity_worst=worst_error(report))
                 say(f"{files[0].name}: parity max abs error {record['parity_worst']['max_abs_error']:.3g} "
@@ -109,7 +109,7 @@ def export_package_graphs(backend: Backend, graphs: Sequence[Graph], out: str | 
             variant_files = convert_graph(backend, graph, out, variant)
             entry = file_entry(variant_files)
             if backend.runs_here:
-                entry.update(compare_variant(graph, fp32, torch_runner(backend, variant_files[0])))
+                entry.update(compare_variant(graph, fp32, torch_runner(backend, variant_files[0], graph)))
                 say(f"{variant_files[0].name}: cosine vs fp32 min {entry['cosine_min']:.5f}")
             else:
                 entry["structure"] = inspect_coreml(variant_files[0], graph)

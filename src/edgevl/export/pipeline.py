@@ -114,9 +114,6 @@ def export_model(out: str | Path, *, model_name: str | None = None, pretrained: 
 
             backend = get_backend(fmt)
             backend.require()
-            if "captioner" in parts and not backend.dynamic_cache:
-                raise ExportError(f"{backend.title} cannot run the captioner's growing KV cache yet (its delegate "
-                                  f"keeps tensor shapes static); export the captioner with --format onnx or openvino")
             if eval_world and not backend.runs_here:
                 raise ExportError(f"--eval-world needs a runtime here; {backend.title} packages predict on macOS only")
             manifest = package_manifest(backend, tolerance)

@@ -3,7 +3,8 @@
 `load_package(folder)` reads export.json and returns a `PackageCLIP` (`encode_image` / `encode_text` on torch
 tensors, so `edgevl.eval` helpers accept it in place of a CLIP), a `PackageCaptioner` (`start` / `step` /
 `caption`: a step model for `edgevl.models.lightcap.decoding`, its state the fusion KV cache as numpy arrays, each
-`step` one run of the decoder-step graph) or, for an AOT folder, an `AotCLIP`. `OnnxCLIP` / `OnnxCaptioner` are
+`step` one run of the decoder-step graph: the growing cache of ONNX / OpenVINO packages or the fixed-size cache
+plus the caption position of the phone formats) or, for an AOT folder, an `AotCLIP`. `OnnxCLIP` / `OnnxCaptioner` are
 the same classes under their first names.
 """
 
@@ -41,7 +42,9 @@ def _graph_run(folder: Path, manifest: dict, name: str, precision: str, threads:
         raise ExportError(f"{str(folder)!r} has no {precision} {name!r} graph (export with --variants {precision})")
     path = folder / (record[precision]["file"] if precision != "fp32" else record["file"])
     fmt = manifest.get("format", "onnx")
-    return _onnx_run(path, threads) if fmt == "onnx" else load_graph(get_backend(fmt), path, threads)
+    if fmt == "onnx":
+        return _onnx_run(path, threads)
+    return load_graph(get_backend(fmt), path, threads, record.get("batch_axes"))
 
 
 def _numpy(x: torch.Tensor | np.ndarray, dtype) -> np.ndarray:
@@ -87,15 +90,18 @@ class PackageCLIP:
 
 @dataclass
 class OnnxCaptionState:
-    """Fusion KV cache [layers, N, heads, length, head_dim] of N decoding rows, as numpy arrays."""
+    """Fusion KV cache [layers, N, heads, length, head_dim] of N decoding rows, as numpy arrays, and the next
+    caption position (the growing cache's length implies it; the fixed-size cache's step takes it as an input)."""
 
     keys: np.ndarray
     values: np.ndarray
+    position: int = 0
 
     def select(self, rows: torch.Tensor) -> OnnxCaptionState:
         """Keep/reorder/repeat rows (beam search and sampling bookkeeping)."""
         index = rows.cpu().numpy()
-        return OnnxCaptionState(np.take(self.keys, index, axis=1), np.take(self.values, index, axis=1))
+        return OnnxCaptionState(np.take(self.keys, index, axis=1), np.take(self.values, index, axis=1),
+                                self.position)
 
 
 class PackageCaptioner:
@@ -114,9 +120,11 @@ class PackageCaptioner:
         self.vocab = WordVocab.load(self.folder / info["vocab_file"])
         self.bos_id, self.eos_id = int(info["bos_id"]), int(info["eos_id"])
         self.max_new_tokens = int(info["max_caption_tokens"])
+        self.static_cache = info.get("cache") == "static"
         self.info = info
 
     def preprocess(self) -> ImageTransform:
+        """The captioner's inference image transform, as recorded at export."""
         info = self.info
         return ImageTransform(PreprocessCfg(size=info["image_size"], mean=tuple(info["mean"]),
                                             std=tuple(info["std"]), interpolation=info["interpolation"]))
@@ -128,9 +136,15 @@ class PackageCaptioner:
 
     def step(self, state: OnnxCaptionState, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row ([N] ids; BOS first); returns next-token log-probs [N, vocab]."""
-        if state.keys.shape[3] - int(self.info["prefix_length"]) >= self.max_new_tokens:
+        if state.position >= self.max_new_tokens:
             raise ExportError(f"caption longer than max_caption_tokens={self.max_new_tokens}")
-        log_probs, state.keys, state.values = self.decoder([_numpy(tokens, np.int64), state.keys, state.values])
+        ids = _numpy(tokens, np.int64)
+        if self.static_cache:
+            inputs = [ids, np.array([state.position], dtype=np.int64), state.keys, state.values]
+        else:
+            inputs = [ids, state.keys, state.values]
+        log_probs, state.keys, state.values = self.decoder(inputs)
+        state.position += 1
         return torch.from_numpy(log_probs)
 
     def caption(self, pixels: torch.Tensor | np.ndarray, beam: int = 1, max_words: int = 20,
