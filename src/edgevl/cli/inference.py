@@ -225,7 +225,7 @@ def run_caption(args: argparse.Namespace) -> int:
 
 
 def _package_captioner(args: argparse.Namespace):
-    """`caption(images, **options)` for the captioner package in --package (ONNX or OpenVINO)."""
+    """`caption(images, **options)` for the captioner package in --package (ONNX, OpenVINO, ExecuTorch, LiteRT)."""
     from edgevl.captioning import DecodeOptions, caption_tensor
     from edgevl.export.runners import PackageCaptioner, load_package
 
