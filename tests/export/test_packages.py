@@ -21,6 +21,10 @@ from edgevl.export.pipeline import export_model
 from edgevl.export.runners import PackageCaptioner, PackageCLIP, load_package
 from edgevl.export.runtime import ExportError
 
+# The device runtimes run in a pytest process of their own (`pytest -m runtimes`, README): OpenVINO, ExecuTorch and
+# LiteRT loaded into the main test process made it crash (SIGSEGV) in unrelated later tests.
+pytestmark = pytest.mark.runtimes
+
 TEXTS = ["a red circle.", "two blue squares on the left of a green star.", "x"]
 MODEL = "world-student-mci"
 

@@ -79,6 +79,7 @@ def test_graph_batch_axes_name_the_cache_row_axis(static_cache):
     assert step.batch_axes == {"inputs": expected_inputs, "outputs": [0, 1, 1]}
 
 
+@pytest.mark.runtimes  # coremltools: in the device-runtime test process (pyproject.toml)
 def test_coreml_converts_the_static_captioner_graphs(tmp_path):
     need("coreml")
     from edgevl.export.backends import coreml_program, example_inputs
