@@ -185,7 +185,7 @@ class LightCapCaptioner(Captioner):
 class CocaCaptioner(Captioner):
     """An open_clip CoCa (`coca_ViT-L-14:TAG`, `MODEL:FILE`, `hf-hub:ORG/REPO` or a model folder) sampling with
     DataCompDR's settings; its ids are decoded with the CLIP tokenizer and cleaned as ml-mobileclip does
-    (`models.coca.captions.decode_captions`)."""
+    (`edgevl.captioning.decode_captions`)."""
 
     family = "coca"
 
@@ -214,7 +214,7 @@ class CocaCaptioner(Captioner):
     @torch.inference_mode()
     def sample(self, images: Sequence[Image.Image], seeds: Sequence[int], num_samples: int) -> list[list[str]]:
         """`num_samples` captions per image; image i draws under `torch.manual_seed(seeds[i])`."""
-        from edgevl.models.coca.captions import decode_captions
+        from edgevl.captioning import decode_captions
 
         pixels = self.transform.batch(images).to(self.device)
         out = []

@@ -129,7 +129,7 @@ def teacher_captions(spec: str, data_spec: str, run_dir: str | Path, *, recipe: 
 def _caption_batch(model: torch.nn.Module, pixels: torch.Tensor, keys: list[str], recipe: TeacherRecipe,
                    seed: int) -> dict[str, list[str]]:
     """One batch's captions: the beam-search caption, then the top-p samples, per key (empty ones dropped)."""
-    from edgevl.models.coca.captions import caption_pixels
+    from edgevl.captioning import caption_pixels
 
     rows = [[text] for text in caption_pixels(model, pixels, beam=recipe.beam, max_tokens=recipe.max_tokens)]
     if recipe.samples:

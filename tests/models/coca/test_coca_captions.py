@@ -10,9 +10,9 @@ from coca_fixtures import FIXTURES, generate_cases, load_model
 from PIL import Image
 
 import edgevl
+from edgevl.captioning import clean_caption, decode_captions
 from edgevl.cli import main
 from edgevl.errors import ConfigError
-from edgevl.models.coca.captions import clean_caption, decode_captions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RV = FIXTURES / "coca_tiny_rv"
