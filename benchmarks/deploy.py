@@ -89,7 +89,7 @@ def bench_model(model: str, args: argparse.Namespace, batches: list[int], wanted
     """Rows {model, runtime, batch, ms, bytes, peak, note} for one model: prepare, then interleaved rounds."""
     runtimes = runtimes_of(model, wanted)
     for runtime in runtimes:
-        if runtime in ("aot", "onnx"):
+        if runtime in ("aot", "onnx", "executorch", "litert", "openvino") and not args.packages:
             start = time.perf_counter()
             subprocess.run(_worker_args("prepare", model, runtime, args), check=True)
             print(f"# {model} {runtime}: package ready ({time.perf_counter() - start:.0f} s)", file=sys.stderr)

@@ -142,7 +142,7 @@ def _device_package(model: str, runtime: str, packages: Path | None, work: Path)
     size = _files_bytes([p for p in folder.rglob("*") if p.is_file()])
     if model == CAPTIONER:
         return size, _caption_call(package, package.preprocess(), work)
-    return size, _clip_call(package, model, int(package.preprocess_cfg.size), False)
+    return size, _clip_call(package, model, int(package.preprocess().cfg.size), False)
 
 
 def load(model: str, runtime: str, work: Path, packages: Path | None, threads: int
