@@ -41,7 +41,8 @@ def run_train(args: argparse.Namespace) -> int:
 def add_train_captioner(sub: argparse._SubParsersAction) -> None:
     p = subparser(sub, "train-captioner", "train a LightCap captioner (CE, distillation, ensemble heads, SCST)",
                   "Train a LightCap captioner on cached frozen-backbone features: caption cross-entropy and the\n"
-                  "concept loss, optional distillation from a larger LightCap teacher, sequential ensemble-head\n"
+                  "concept loss, optional distillation from a larger LightCap teacher (or, from a CoCa teacher, its\n"
+                  "captions of the training images), sequential ensemble-head\n"
                   "distillation and self-critical CIDEr-D optimisation. Writes OUT/model (an `edgevl caption`\n"
                   "model folder), OUT/checkpoints, OUT/metrics.jsonl and OUT/result.json. The frozen backbone\n"
                   "should be a trained image tower (--backbone); a preset's random one is warned about.")

@@ -201,7 +201,7 @@ class CocaCaptioner(Captioner):
             raise ConfigError(f"captioner {spec!r} has a {vocab}-token vocabulary; synthetic captions are decoded with "
                               f"the CLIP tokenizer ({self.tokenizer.vocab_size} tokens)")
         self.model = model.to(device).eval()
-        self.seq_len = min(COCA_SEQ_LEN, min(model.context_length, model.text_decoder.context_length) + 1)
+        self.seq_len = min(COCA_SEQ_LEN, model.max_input_ids + 1)
         super().__init__(spec, weights_file(model.pretrained_path), device, precision, top_p, temperature)
         self.preprocess = preprocess_cfg_for(model)
         self.transform = ImageTransform(self.preprocess)

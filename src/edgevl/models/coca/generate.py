@@ -157,7 +157,7 @@ def generate(
     if prefix is None:
         prefix = torch.full((image.shape[0] * samples_per_image, 1), sot, dtype=torch.long, device=image.device)
     longest = seq_len - 1 if beam else max(prefix.shape[1], seq_len - 1)
-    limit = min(model.context_length, model.text_decoder.context_length)
+    limit = model.max_input_ids
     if stopping_criteria is None and longest > limit:
         raise DataError(f"generation would feed {longest} ids but the model takes at most {limit} "
                         f"(seq_len may be at most {limit + 1})")

@@ -36,6 +36,11 @@ class CoCa(nn.Module):
         """The number of text ids the tokenizer should produce (76 for the released models)."""
         return self.text.text_context
 
+    @property
+    def max_input_ids(self) -> int:
+        """The most ids `generate` may feed: the shorter of the text tower's and the decoder's contexts."""
+        return min(self.context_length, self.text_decoder.context_length)
+
     def encode_image_with_tokens(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(unnormalized image latent (B, D), decoder image tokens (B, n_queries - 1, D))."""
         return self.visual(image)
