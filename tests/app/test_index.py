@@ -143,12 +143,12 @@ def test_other_model_or_older_edgevl_reindexes_from_scratch(tmp_path: Path, worl
     report = _index(db, world_engine, folder)
     assert report.reset_reason and "edgevl '0.0.1'" in report.reset_reason and report.added == 3
 
-    wide = Engine(ModelSpec(model="world-wide"), captions=False)
-    report = _index(db, wide, folder)
-    assert "world:teacher-mci-wide" in (report.reset_reason or "") and report.added == 3
+    other = Engine(ModelSpec(model="world-vit"), captions=False)
+    report = _index(db, other, folder)
+    assert "world:teacher-vit" in (report.reset_reason or "") and report.added == 3
     catalog = Catalog(db)
     _, vectors = catalog.vectors()
-    assert vectors.shape == (3, wide.dim) and catalog.meta("fingerprint")["model"] == "world:teacher-mci-wide"
+    assert vectors.shape == (3, other.dim) and catalog.meta("fingerprint")["model"] == "world:teacher-vit"
     catalog.close()
 
 

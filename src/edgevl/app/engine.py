@@ -24,7 +24,7 @@ from edgevl.data.transforms import ImageTransform, PreprocessCfg
 from edgevl.errors import ConfigError
 from edgevl.io import sha256_file
 
-WORLD_MODELS = {"world": "teacher-mci", "world-wide": "teacher-mci-wide"}  # shipped world teachers by app name
+WORLD_MODELS = {"world": "teacher-mci", "world-vit": "teacher-vit"}  # shipped world teachers by app name
 DEFAULT_MODEL = "world"
 SCHEMA_VERSION = 1  # bump when what an index stores, or how images are decoded for it, changes
 TAG_COUNT = 3  # labels stored per image
@@ -32,7 +32,7 @@ TAG_COUNT = 3  # labels stored per image
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to load the models: `model` is 'world', 'world-wide' or a registered config (with `pretrained`), or
+    """How to load the models: `model` is 'world', 'world-vit' or a registered config (with `pretrained`), or
     `package` an `edgevl compile` folder; `captioner` is 'world', 'none' or a LightCap preset/folder."""
 
     model: str | None = DEFAULT_MODEL

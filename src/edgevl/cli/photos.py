@@ -40,7 +40,7 @@ def add_index(sub: argparse._SubParsersAction) -> None:
                 "Broken files are skipped and listed. Nothing is ever written into FOLDER. See docs/app.md.")
     p.add_argument("folders", nargs="+", metavar="FOLDER", help="photo folders to index (searched recursively)")
     p.add_argument("--model", default="world",
-                   help="'world' / 'world-wide' (the shipped world teachers, for `edgevl world make --format "
+                   help="'world' / 'world-vit' (the shipped world teachers, for `edgevl world make --format "
                    "photos` folders) or a registered model such as MobileCLIP-S0 with --pretrained")
     p.add_argument("--pretrained", default=None, help="weights file or model folder of --model (never downloaded)")
     p.add_argument("--package", default=None, metavar="DIR",

@@ -209,12 +209,16 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def forward_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """The loss (and its parts) of one micro-batch for the configured mode."""
+    def batch_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch's pixels (channels-last when configured) and caption tokens on the training device."""
         image = batch["image"].to(self.device, non_blocking=True)
         if self.cfg.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        tokens = batch["tokens"].to(self.device, non_blocking=True)
+        return image, batch["tokens"].to(self.device, non_blocking=True)
+
+    def forward_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The loss (and its parts) of one micro-batch for the configured mode."""
+        image, tokens = self.batch_inputs(batch)
         n = tokens.shape[0]
         with self._autocast():
             if self.cfg.mode == "clip":

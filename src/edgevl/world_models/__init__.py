@@ -1,7 +1,7 @@
 """Small pretrained models of the procedural world, shipped as package data (safetensors).
 
-`teacher-mci` and `teacher-mci-wide` (two differently shaped MCi CLIP models) are the teacher ensemble;
-`captioner` is the LightCap captioner. Each was made by `edgevl world pretrain` (docs/demo.md gives the recipe
+`teacher-mci` and `teacher-vit` (an MCi and a ViT CLIP model, each >= 5x the student's FLOPs) are the teacher
+ensemble; `captioner` is the LightCap captioner. Each was made by `edgevl world pretrain` (docs/demo.md gives the recipe
 and its time).
 """
 
@@ -12,12 +12,12 @@ from pathlib import Path
 from edgevl.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parent
-TEACHER_NAMES = ("teacher-mci", "teacher-mci-wide")
+TEACHER_NAMES = ("teacher-mci", "teacher-vit")
 NAMES = (*TEACHER_NAMES, "captioner")
 
 
 def pretrained_dir(name: str) -> Path:
-    """Folder of a shipped world model ('teacher-mci', 'teacher-mci-wide' or 'captioner')."""
+    """Folder of a shipped world model ('teacher-mci', 'teacher-vit' or 'captioner')."""
     if name not in NAMES:
         raise CheckpointError(f"unknown world model {name!r}; shipped: {', '.join(NAMES)}")
     folder = ROOT / name

@@ -17,6 +17,7 @@ from edgevl.data.readers.base import Sample
 from edgevl.data.transforms import normalize, to_tensor
 from edgevl.data.world import WorldSample, generate
 from edgevl.data.world.scene import sample_rng
+from edgevl.data.world.tasks import get_task
 from edgevl.data.world.vocab import MAX_OBJECTS
 from edgevl.errors import ConfigError
 
@@ -41,11 +42,13 @@ class WorldPairs(Dataset):
     `single_object` is the fraction of samples (fixed per index) drawn as one-object scenes: in a batch of
     multi-object scenes the set of colours alone tells captions apart, so a contrastive model learns shapes
     only when some negatives differ by shape alone.
+    `label_task` names a world task whose class index becomes each sample's `label` (the teachers' label-prompt
+    term); None leaves it unset.
     """
 
     def __init__(self, n: int, transform: Callable[[Image.Image], torch.Tensor], tokenizer: Tokenizer, *,
                  split: str = "train", seed: int = 0, size: int = 64, noise: float = 0.5,
-                 caption: str = "clean", single_object: float = 0.0) -> None:
+                 caption: str = "clean", single_object: float = 0.0, label_task: str | None = None) -> None:
         if caption not in CAPTION_KINDS:
             raise ConfigError(f"caption kind must be one of {CAPTION_KINDS}, got {caption!r}")
         if n < 1:
@@ -55,6 +58,7 @@ class WorldPairs(Dataset):
         self.n, self.transform, self.tokenizer = n, transform, tokenizer
         self.split, self.seed, self.size, self.noise, self.caption = split, seed, size, noise, caption
         self.single_object = single_object
+        self.label_of = get_task(label_task).label if label_task else None
 
     def __len__(self) -> int:
         return self.n
@@ -66,4 +70,6 @@ class WorldPairs(Dataset):
     def __getitem__(self, index: int) -> Sample:
         s = self.world_sample(index)
         text = random.choice(s.captions) if self.caption == "clean" else s.noisy
-        return Sample(key=s.id, image=self.transform(s.image), caption=text, tokens=self.tokenizer(text)[0])
+        label = self.label_of(s.labels) if self.label_of else None
+        return Sample(key=s.id, image=self.transform(s.image), caption=text, label=label,
+                      tokens=self.tokenizer(text)[0])
