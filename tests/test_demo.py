@@ -13,64 +13,79 @@ from edgevl.demo import DemoSettings, resolve_models, run_demo, steps_to_reach
 from edgevl.errors import CheckpointError, ConfigError
 from edgevl.world_models import NAMES, ROOT, load_captioner, load_teacher, pretrained_dir
 
-TINY = DemoSettings(n_train=32, steps=2, batch_size=16, eval_every=1, n_test=16, n_heldout=8, num_augs=1,
-                    num_syn_captions=1, warmup=1, n_examples=2)
+TINY = DemoSettings(n_train=32, steps=3, batch_size=16, eval_every=3, n_test=16, n_heldout=8, num_augs=1,
+                    num_syn_captions=1, warmup=1, n_examples=2, seeds=2, early_every=1, early_steps=2)
 FINAL_KEYS = {"color_shape", "shape", "color", "count", "color_shape@heldout", "i2t_R@1", "i2t_R@5", "t2i_R@1",
               "t2i_R@5"}
+CHANCE = 1 / 80  # the headline task is 80-way
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest single-threaded on a shared CPU
 
 
 def test_demo_whole_path_on_tiny_sizes(tmp_path):
-    summary = run_demo(tmp_path, settings=TINY, progress=False)
+    summary = run_demo(tmp_path, settings=TINY, seed=3, progress=False)
     for name in ("report.md", "metrics.json", "accuracy_vs_steps.png", "examples.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(summary))
-    plain, reinforced = summary["curves"]["plain"], summary["curves"]["reinforced"]
-    assert [p["step"] for p in plain] == [p["step"] for p in reinforced] == [0, 1, 2]
-    assert plain[0] == reinforced[0]  # same student, same initial weights, same evaluation data
-    for run in ("plain", "reinforced"):
-        assert FINAL_KEYS <= set(summary["final"][run])
-        assert all(0.0 <= v <= 1.0 for k, v in summary["final"][run].items() if k != "step")
-    h = summary["headline"]
-    reached = steps_to_reach(reinforced[1:], plain[-1]["color_shape"])
-    assert h["reinforced_steps_to_plain_final"] == reached
-    assert h["plain_improved"] == (plain[-1]["color_shape"] > plain[0]["color_shape"])
-    assert h["fewer_steps"] == (2 / reached if reached and h["plain_improved"] else None)
+    assert summary["seeds"] == [3, 4]
+    for record in summary["per_seed"]:
+        plain, reinforced = record["curves"]["plain"], record["curves"]["reinforced"]
+        assert [p["step"] for p in plain] == [p["step"] for p in reinforced] == [0, 1, 2, 3]
+        assert plain[0] == reinforced[0]  # same student, same initial weights, same evaluation data
+        for run in ("plain", "reinforced"):
+            assert FINAL_KEYS <= set(record["final"][run])
+            assert all(0.0 <= v <= 1.0 for k, v in record["final"][run].items() if k != "step")
+        h = record["headline"]
+        reached = steps_to_reach(reinforced[1:], plain[-1]["color_shape"])
+        assert h["reinforced_steps_to_plain_final"] == reached
+        assert h["plain_improved"] == (plain[-1]["color_shape"] > plain[0]["color_shape"])
+        assert h["fewer_steps"] == (3 / reached if reached and h["plain_improved"] else None)
+        manifest = json.loads((tmp_path / f"seed-{record['seed']}" / "data" / "reinforced" / "manifest.json")
+                              .read_text())
+        assert [t["embed_dim"] for t in manifest["teachers"]] == [load_teacher(n).model_cfg["embed_dim"]
+                                                                  for n in ("teacher-mci", "teacher-vit")]
+    a, b = (r["final"]["reinforced"]["color"] for r in summary["per_seed"])
+    assert summary["aggregate"]["final"]["reinforced"]["color"]["mean"] == pytest.approx((a + b) / 2)
+    assert summary["aggregate"]["final"]["reinforced"]["color"]["std"] == pytest.approx(abs(a - b) / 2 ** 0.5)
     report = (tmp_path / "report.md").read_text()
     assert "| color_shape@heldout |" in report and "| t2i_R@5 |" in report and "Headline" in report
+    assert "## Per seed" in report and "| 4 |" in report
     captioner = summary["captioner"]
     assert {"CIDEr", "Bleu_4", "color_acc", "shape_acc", "color_shape_acc", "count_stated"} <= set(captioner)
     assert f"| colour and shape both right (%) | {100 * captioner['color_shape_acc']:.1f} |" in report
     assert f"| CIDEr-D | {captioner['CIDEr']:.3f} |" in report
-    assert "caption's colour+shape" in report
-    manifest = json.loads((tmp_path / "data" / "reinforced" / "manifest.json").read_text())
-    assert [t["embed_dim"] for t in manifest["teachers"]] == [load_teacher(n).model_cfg["embed_dim"]
-                                                              for n in ("teacher-mci", "teacher-mci-wide")]
+    assert "learned logit scale" in report
+
+
+def _assert_headline_targets(summary, fewer: float, higher: float, over_chance: float) -> None:
+    """Every seed: the reinforced student reaches the plain final accuracy in >= `fewer`x fewer steps and ends
+    >= `higher`x above it and >= `over_chance`x chance; the plain student learns (final > initial)."""
+    for record in summary["per_seed"]:
+        h = record["headline"]
+        assert h["plain_improved"], h
+        assert h["fewer_steps"] is not None and h["fewer_steps"] >= fewer, h
+        assert h["reinforced_final"] >= higher * h["plain_final"], h
+        assert h["reinforced_final"] >= over_chance * CHANCE, h
 
 
 def test_quick_demo_cli_end_to_end(tmp_path, capsys):
-    """`edgevl demo --quick` (about 2 min here), fixed seeds: report, plots, both runs' final metrics, and the
-    reinforced student ahead of the plain one on the headline task and on colour."""
+    """`edgevl demo --quick` (the README's first command, about 2 min here), fixed seed: the issue's quick-mode
+    targets, >= 3x fewer steps and a final headline accuracy >= 2x the plain student's and >= 10x chance."""
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     assert "report:" in capsys.readouterr().out
     summary = json.loads((tmp_path / "metrics.json").read_text())
-    assert all(FINAL_KEYS <= set(summary["final"][run]) for run in ("plain", "reinforced"))
     assert (tmp_path / "examples.png").is_file() and (tmp_path / "accuracy_vs_steps.png").is_file()
-    plain, reinforced = summary["final"]["plain"], summary["final"]["reinforced"]
-    assert reinforced["color_shape"] > plain["color_shape"]
-    assert reinforced["color"] > plain["color"]
+    _assert_headline_targets(summary, fewer=3, higher=2, over_chance=10)
 
 
 @pytest.mark.slow
-def test_full_demo_reinforced_student_beats_plain(tmp_path):
-    """The documented full run (about 10 min here), fixed seeds: the reinforced student ends higher on the
-    headline task, on colour and on the held-out compositions, and reaches the plain final level earlier."""
+def test_full_demo_meets_the_headline_on_three_seeds(tmp_path):
+    """The documented full run (3 seeds), fixed seeds: >= 10x fewer steps and >= 2x higher final headline accuracy
+    on every seed, with a plain student that learns on its own (final >= 5x chance)."""
     summary = run_demo(tmp_path, progress=False)
-    plain, reinforced = summary["final"]["plain"], summary["final"]["reinforced"]
-    for key in ("color_shape", "color", "color_shape@heldout"):
-        assert reinforced[key] > plain[key], key
-    assert summary["headline"]["fewer_steps"] and summary["headline"]["fewer_steps"] > 1
+    assert len(summary["per_seed"]) == 3
+    _assert_headline_targets(summary, fewer=10, higher=2, over_chance=2 * 5)
+    assert all(r["headline"]["plain_final"] >= 5 * CHANCE for r in summary["per_seed"])
 
 
 def test_steps_to_reach_takes_the_first_step_at_or_above_the_target():
@@ -83,26 +98,38 @@ def test_steps_to_reach_takes_the_first_step_at_or_above_the_target():
 
 def test_shipped_world_models_fit_the_size_budget_and_load():
     total = sum(f.stat().st_size for f in ROOT.rglob("*") if f.is_file() and f.parent.name in NAMES)
-    assert total <= 30 * 2**20
+    assert total <= 40 * 2**20
     for name in NAMES:
         assert (pretrained_dir(name) / "model.safetensors").is_file()
     assert load_captioner().vocab.period_id is not None
 
 
-def test_shipped_teachers_beat_chance_clearly():
-    """An independent check of the shipped weights (not their recorded numbers) on fresh test images (world
-    seed 7): colour far above chance (1/10), shape above chance (1/8), the 80-way color_shape above 14x chance."""
+def test_shipped_teachers_meet_the_issue_targets():
+    """An independent check of the shipped weights (not their recorded numbers) on fresh images (world seed 7):
+    each teacher >= 90 % on the 80-way headline task and >= 70 % on the held-out colour+shape pairs, and
+    >= 5x the student's FLOPs per image-text pair."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edgevl.models.factory import create_model
     from edgevl.tokenizer import get_tokenizer
     from edgevl.world_models.data import pixel_transform
     from edgevl.world_models.evaluate import EvalSet, evaluate_world
 
-    data = EvalSet.make(120, 0, seed=7)
-    for name in ("teacher-mci", "teacher-mci-wide"):
+    def flops(model) -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.encode_image(torch.zeros(1, 3, 64, 64))
+            model.encode_text(torch.zeros(1, model.context_length, dtype=torch.long))
+        return counter.get_total_flops()
+
+    student = flops(create_model("world-student-mci").eval())
+    data = EvalSet.make(200, 100, seed=7)
+    for name in ("teacher-mci", "teacher-vit"):
         model = load_teacher(name)
+        assert flops(model) >= 5 * student, name
         pp = model.preprocess_cfg
         metrics = evaluate_world(model, get_tokenizer(context_length=model.context_length),
                                  pixel_transform(pp["mean"], pp["std"]), data, retrieval=False)
-        assert metrics["color"] > 0.8 and metrics["color_shape"] > 0.18 and metrics["shape"] > 0.18, (name, metrics)
+        assert metrics["color_shape"] >= 0.9 and metrics["color_shape@heldout"] >= 0.7, (name, metrics)
 
 
 def test_unknown_or_missing_world_models_are_named(tmp_path):
@@ -138,12 +165,13 @@ def test_world_pretrain_cli_writes_a_loadable_teacher(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pretrain, "EVAL_TEST", 16)
     monkeypatch.setattr(pretrain, "EVAL_HELDOUT", 8)
-    monkeypatch.setitem(pretrain.TEACHERS, "teacher-mci-wide", pretrain.TeacherRecipe("world-teacher-mci-wide", 2, 8))
-    assert main(["world", "pretrain", "--what", "teacher-mci-wide", "--out", str(tmp_path), "--steps", "2"]) == 0
-    record = json.loads((tmp_path / "teacher-mci-wide" / "pretrain.json").read_text())
+    monkeypatch.setitem(pretrain.TEACHERS, "teacher-vit", pretrain.TeacherRecipe("world-teacher-vit-convstem", 2, 8))
+    assert main(["world", "pretrain", "--what", "teacher-vit", "--out", str(tmp_path), "--steps", "2"]) == 0
+    record = json.loads((tmp_path / "teacher-vit" / "pretrain.json").read_text())
     assert record["steps"] == 2 and {"color_shape", "color_shape@heldout", "t2i_R@1"} <= set(record["metrics"])
-    model = load_teacher("teacher-mci-wide", tmp_path)
-    assert model.model_cfg["embed_dim"] == 64
+    assert record["recipe"]["label_weight"] == 1.0
+    model = load_teacher("teacher-vit", tmp_path)
+    assert model.model_cfg["embed_dim"] == 96
     assert next(model.parameters()).dtype == torch.float32
 
 
@@ -163,3 +191,25 @@ def test_world_pretrain_captioner_writes_a_loadable_captioner(tmp_path, monkeypa
     for key, value in trunk.items():
         assert torch.equal(value, teacher[f"visual.trunk.{key}"]), key
     assert load_captioner(tmp_path).vocab.period_id is not None
+
+
+def test_students_trained_in_processes_match_the_serial_run(tmp_path):
+    """`--jobs 2` trains in spawned processes: same curve and weights as training in this process."""
+    from edgevl.demo import make_student_data, train_in_processes, train_student
+    from edgevl.world_models.evaluate import EvalSet
+
+    tar = make_student_data(tmp_path / "data", TINY, world_seed=5)
+    eval_set = EvalSet.make(8, 4, seed=5)
+    model, curve = train_student("clip", tar, tmp_path / "serial", TINY, 0, eval_set)
+    students, curves = train_in_processes({"plain": ("clip", tar)}, tmp_path / "spawned", TINY, 0, eval_set)
+    assert curves["plain"] == curve
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(students["plain"].state_dict()[key], value, rtol=0, atol=0, msg=key)
+    assert "train: finished step 3/3" in (tmp_path / "spawned" / "runs" / "plain.log").read_text()
+
+
+def test_demo_rejects_bad_seeds_and_jobs(tmp_path):
+    with pytest.raises(ConfigError, match="--seeds"):
+        run_demo(tmp_path, seeds=0, progress=False)
+    with pytest.raises(ConfigError, match="--jobs"):
+        run_demo(tmp_path, jobs=0, progress=False)

@@ -38,25 +38,30 @@ def _save_figure(fig: Any, path: Path) -> None:
 
 
 def plot_curves(summary: dict[str, Any], path: Path) -> None:
-    """Headline and held-out accuracy vs steps of both students, with the plain student's final level."""
+    """Headline and held-out accuracy vs steps of both students, one line per seed, with each seed's plain
+    final level (dashed) and the step where the reinforced student reaches it (dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    colors = {"plain": "tab:blue", "reinforced": "tab:orange"}
     for ax, key in zip(axes, (HEADLINE_TASK, HELDOUT_KEY)):
-        for run, style in (("plain", "o-"), ("reinforced", "s-")):
-            curve = summary["curves"][run]
-            ax.plot([p["step"] for p in curve], [100 * p[key] for p in curve], style, label=RUN_LABELS[run], ms=3)
-        ax.set_title(f"{key} zero-shot top-1")
+        for i, record in enumerate(summary["per_seed"]):
+            for run, style in (("plain", "o-"), ("reinforced", "s-")):
+                curve = record["curves"][run]
+                ax.plot([p["step"] for p in curve], [100 * p[key] for p in curve], style, color=colors[run], ms=2,
+                        lw=1, alpha=0.8, label=RUN_LABELS[run] if i == 0 else None)
+        ax.set_title(f"{key} zero-shot top-1 ({len(summary['per_seed'])} seeds)")
         ax.set_xlabel("training step")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
-    h = summary["headline"]
-    axes[0].axhline(100 * h["plain_final"], color="gray", ls="--", lw=1, label="plain final")
-    if h["reinforced_steps_to_plain_final"]:
-        axes[0].axvline(h["reinforced_steps_to_plain_final"], color="gray", ls=":", lw=1)
+    for i, record in enumerate(summary["per_seed"]):
+        h = record["headline"]
+        axes[0].axhline(100 * h["plain_final"], color="gray", ls="--", lw=0.8, label="plain final" if i == 0 else None)
+        if h["reinforced_steps_to_plain_final"]:
+            axes[0].axvline(h["reinforced_steps_to_plain_final"], color="gray", ls=":", lw=0.8)
     axes[0].legend(fontsize=8)
     _save_figure(fig, path)
     plt.close(fig)
@@ -78,9 +83,11 @@ def example_rows(students: dict[str, Any], eval_set: EvalSet, captions: list[str
         pp = model.preprocess_cfg
         tokenizer = get_tokenizer(context_length=model.context_length)
         feats = image_features(model.eval(), [s.image for s in picks], pixel_transform(pp["mean"], pp["std"]))
-        top = zero_shot_predictions(model, tokenizer, feats, HEADLINE_TASK).softmax(-1).topk(3, dim=1)
+        scale = float(model.logit_scale.detach().exp())  # the student's own learned scale: cosines -> logits
+        top = (scale * zero_shot_predictions(model, tokenizer, feats, HEADLINE_TASK)).softmax(-1).topk(3, dim=1)
         for row, idx, prob in zip(rows, top.indices.tolist(), top.values.tolist()):
             row[run] = [(task.classnames[i], p) for i, p in zip(idx, prob)]
+            row[f"{run}_scale"] = scale
     return rows
 
 
@@ -119,10 +126,25 @@ def _pct(v: float) -> str:
     return f"{100 * v:.1f}"
 
 
+def _pm(stats: dict[str, float], n: int = 2) -> str:
+    """A share in % with its spread over seeds (just the value for one seed)."""
+    return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}" if n > 1 else f"{100 * stats['mean']:.1f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}x"
+
+
 def report_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """The text of `report.md`."""
-    s, final = summary["settings"], summary["final"]
+    s, agg, seeds = summary["settings"], summary["aggregate"], summary["per_seed"]
     keys = [*tasks(), HELDOUT_KEY, *RETRIEVAL_KEYS]
+    n = len(seeds)
+    steps = [p["step"] for p in seeds[0]["curves"]["plain"]]
+
+    def mean_at(run: str, key: str, i: int) -> str:
+        return _pct(sum(r["curves"][run][i][key] for r in seeds) / n)
+
     lines = [
         "# edgevl demo: reinforced vs plain CLIP training on the procedural world",
         "",
@@ -130,44 +152,57 @@ def report_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "",
         "## Setup",
         "",
-        f"- Student: `world-student-mci` (tiny MCi image tower + 2-layer text tower), same initial weights "
-        f"(seed {summary['seed']}) in both runs.",
-        f"- Data: {s['n_train']} world `train` images (world seed {summary['world_seed']}) with *noisy* web-style "
-        f"captions (noise {s['noise']}); both runs read exactly these samples.",
+        f"- Student: `world-student-mci` (tiny MCi image tower + 2-layer text tower), the same initial weights in "
+        f"both runs of a seed; seeds {', '.join(str(r['seed']) for r in seeds)}.",
+        f"- Data per seed: {s['n_train']} world `train` images (world seed = seed + 1) with *noisy* web-style "
+        f"captions (noise {s['noise']}); both runs of a seed read exactly these samples.",
         f"- Both runs: {s['steps']} steps, batch {s['batch_size']}, AdamW lr {s['lr']} (warm-up {s['warmup']}, "
-        "cosine), wd 0.1, evaluated every "
-        f"{s['eval_every']} steps on {s['n_test']} `test` and {s['n_heldout']} `heldout` images.",
+        f"cosine), wd 0.1, evaluated every {s['early_every']} steps up to step {s['early_steps']}, then every "
+        f"{s['eval_every']}, on {s['n_test']} `test` and {s['n_heldout']} `heldout` images.",
         "- **plain**: CLIP loss on (image, noisy caption), standard augmentation (random-resized crop, scale "
         "0.9-1).",
         f"- **reinforced**: λ = {s['distill_lambda']} multi-modal reinforced loss on the reinforced shards of the "
         f"same images: {s['num_augs']} stored augmentations per image (random-resized crop scale "
         f"{s['aug_scale'][0]}-{s['aug_scale'][1]}{_randaugment(s.get('aug_ops', 0))}), embeddings of the teacher "
-        f"ensemble (`teacher-mci` + `teacher-mci-wide`, KD logit scale = each teacher's own learned scale), and "
+        f"ensemble (`teacher-mci` + `teacher-vit`, KD logit scale = each teacher's own learned scale), and "
         f"{s['num_syn_captions']} synthetic captions per image from the world LightCap captioner (top-p 0.9).",
         "- Held-out: `color_shape@heldout` is the 80-way task on the 8 colour+shape pairs never seen in training.",
         "- Retrieval: each test image against its 5 clean captions (`i2t`: image finds one of its captions; "
         "`t2i`: caption finds its image).",
         "",
-        "## Final metrics (%)",
+        "## Per seed",
+        "",
+        "| seed | plain final | reinforced final | reinforced reaches plain final at step | fewer steps | final ratio "
+        "|",
+        "|---|---|---|---|---|---|",
+        *(f"| {r['seed']} | {_pct(r['headline']['plain_final'])} | {_pct(r['headline']['reinforced_final'])} | "
+          f"{r['headline']['reinforced_steps_to_plain_final'] or 'never'} | {_ratio(r['headline']['fewer_steps'])} | "
+          f"{_ratio(r['headline']['final_ratio'])} |" for r in seeds),
+        "",
+        f"## Final metrics (%, mean ± std over {n} seeds)",
         "",
         "| metric | plain | reinforced |",
         "|---|---|---|",
-        *(f"| {k} | {_pct(final['plain'][k])} | {_pct(final['reinforced'][k])} |" for k in keys),
+        *(f"| {k} | {_pm(agg['final']['plain'][k])} | {_pm(agg['final']['reinforced'][k])} |" for k in keys),
         "",
         "## Accuracy vs steps",
         "",
         "![accuracy vs steps](accuracy_vs_steps.png)",
         "",
+        f"Mean over the {n} seeds (%):",
+        "",
         "| step | plain color_shape | reinforced color_shape | plain heldout | reinforced heldout |",
         "|---|---|---|---|---|",
-        *(f"| {p['step']} | {_pct(p[HEADLINE_TASK])} | {_pct(r[HEADLINE_TASK])} | {_pct(p[HELDOUT_KEY])} | "
-          f"{_pct(r[HELDOUT_KEY])} |" for p, r in zip(summary["curves"]["plain"], summary["curves"]["reinforced"])),
+        *(f"| {step} | {mean_at('plain', HEADLINE_TASK, i)} | {mean_at('reinforced', HEADLINE_TASK, i)} | "
+          f"{mean_at('plain', HELDOUT_KEY, i)} | {mean_at('reinforced', HELDOUT_KEY, i)} |"
+          for i, step in enumerate(steps)),
         "",
         "## World captioner",
         "",
-        f"The shipped world captioner (greedy) on the {s['n_test']} `test` images, scored against their 5 clean "
-        "captions (CIDEr-D, BLEU-4) and by *caption attribute accuracy*: the colour, shape and count the caption "
-        "states (its first-mentioned object is the one it describes), compared with the image's labels.",
+        f"The shipped world captioner (greedy) on the {s['n_test']} `test` images of seed {seeds[0]['seed']}, scored "
+        "against their 5 clean captions (CIDEr-D, BLEU-4) and by *caption attribute accuracy*: the colour, shape "
+        "and count the caption states (its first-mentioned object is the one it describes), compared with the "
+        "image's labels.",
         "",
         "| metric | value |",
         "|---|---|",
@@ -177,16 +212,22 @@ def report_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "",
         "![examples](examples.png)",
         "",
+        f"Seed {seeds[0]['seed']}'s students. Label probabilities are the softmax of each student's cosine "
+        "similarities times its own learned logit scale "
+        + (f"(plain {rows[0]['plain_scale']:.1f}, reinforced {rows[0]['reinforced_scale']:.1f})." if rows else "."),
+        "",
         "| image | true | generated caption | caption's colour+shape | plain top-3 | reinforced top-3 |",
         "|---|---|---|---|---|---|",
         *(f"| {r['id']} | {r['label']} | {r['caption']} | {'right' if r['caption_right'] else 'wrong'} | "
-          + ", ".join(n for n, _ in r["plain"]) + " | " + ", ".join(n for n, _ in r["reinforced"]) + " |"
+          + ", ".join(f"{n} {p:.0%}" for n, p in r["plain"]) + " | "
+          + ", ".join(f"{n} {p:.0%}" for n, p in r["reinforced"]) + " |"
           for r in rows),
         "",
         "## Timings (s, this machine)",
         "",
         "| stage | seconds |",
         "|---|---|",
+        *(f"| {k} | {v} |" for r in seeds for k, v in r["timings_s"].items()),
         *(f"| {k} | {v} |" for k, v in summary.get("timings_s", {}).items()),
         "",
     ]
@@ -200,17 +241,28 @@ def _captioner_lines(scores: dict[str, float]) -> list[str]:
 
 
 def headline_text(summary: dict[str, Any]) -> str:
-    """One line: how many times fewer steps the reinforced student needs to reach the plain one's accuracy."""
-    h = summary["headline"]
-    if not h["plain_improved"]:
-        return (f"the plain student did not improve on the initial {h['task']} accuracy ({h['initial']:.1%}) in "
-                f"{h['plain_steps']} steps, so there is no step ratio; reinforced final {h['reinforced_final']:.1%}")
-    if not h["fewer_steps"]:
-        return (f"reinforced student did not reach the plain student's final {h['task']} accuracy "
-                f"({h['plain_final']:.1%}) within {h['plain_steps']} steps")
-    return (f"reinforced student reaches the plain student's final {h['task']} accuracy ({h['plain_final']:.1%} "
-            f"after {h['plain_steps']} steps) at step {h['reinforced_steps_to_plain_final']}: "
-            f"{h['fewer_steps']:.1f}x fewer steps; final {h['reinforced_final']:.1%} vs {h['plain_final']:.1%}")
+    """One line: how many times fewer steps the reinforced student needs to reach the plain one's final headline
+    accuracy, and how much higher it ends, over the seeds."""
+    agg, seeds = summary["aggregate"], summary["per_seed"]
+    task, steps, n = seeds[0]["headline"]["task"], seeds[0]["headline"]["plain_steps"], len(seeds)
+    final = f"final {_pm(agg['final']['reinforced'][task], n)} % vs {_pm(agg['final']['plain'][task], n)} %"
+    stuck = [r["seed"] for r in seeds if not r["headline"]["plain_improved"]]
+    if stuck:
+        return (f"the plain student did not improve on its initial {task} accuracy in {steps} steps for seed(s) "
+                f"{', '.join(map(str, stuck))}, so there is no step ratio; {final}")
+    fewer = agg["fewer_steps"]["per_seed"]
+    each = ", ".join(_ratio(v) for v in fewer)
+    if None in fewer:
+        return (f"the reinforced student did not reach the plain student's final {task} accuracy within {steps} "
+                f"steps in every seed (per seed: {each}); {final}")
+    ratio = agg["final_ratio"]
+    if n == 1:
+        return (f"the reinforced student reaches the plain student's final {task} accuracy in {fewer[0]:.1f}x "
+                f"fewer steps ({steps} steps, seed {seeds[0]['seed']}) and ends {ratio['mean']:.1f}x higher: {final}")
+    return (f"the reinforced student reaches the plain student's final {task} accuracy in "
+            f"{agg['fewer_steps']['mean']:.1f} ± {agg['fewer_steps']['std']:.1f}x fewer steps (mean ± std over {n} "
+            f"seeds, {steps} steps each; per seed {each}) and ends {ratio['mean']:.1f} ± {ratio['std']:.1f}x "
+            f"higher: {final}")
 
 
 def write_report(out: Path, summary: dict[str, Any], students: dict[str, Any], eval_set: EvalSet,

@@ -122,10 +122,11 @@ def evaluate_world_captioner(captioner: Any, items: Sequence[WorldSample], beam:
 
 
 class CurveTrainer(Trainer):
-    """The generic trainer, evaluated on the world tasks of `eval_set` every `eval_every` steps (its accuracy
-    `curve`); `world_eval()` scores the model as it is now."""
+    """The generic trainer, evaluated on the world tasks of `eval_set` every `eval_every` steps, or only at those
+    of them in `eval_steps` when given (its accuracy `curve`); `world_eval()` scores the model as it is now."""
 
-    def __init__(self, *args: Any, eval_set: EvalSet, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, eval_set: EvalSet, eval_steps: Sequence[int] | None = None,
+                 **kwargs: Any) -> None:
         from edgevl.models.factory import preprocess_cfg_for
         from edgevl.world_models.data import pixel_transform
 
@@ -133,12 +134,15 @@ class CurveTrainer(Trainer):
         pp = preprocess_cfg_for(self.model)
         self.eval_set, self.transform = eval_set, pixel_transform(pp.mean, pp.std)
         self.curve: list[dict[str, float]] = []
+        self.eval_steps = set(eval_steps) if eval_steps is not None else None
 
     def world_eval(self, retrieval: bool = False) -> dict[str, float]:
         """`evaluate_world` of the model on `eval_set` (retrieval R@K only when asked)."""
         return evaluate_world(self.model, self.tokenizer, self.transform, self.eval_set, retrieval=retrieval)
 
     def run_eval(self) -> dict[str, float]:
+        if self.eval_steps is not None and self.step not in self.eval_steps:
+            return {}
         metrics = self.world_eval()
         self.curve.append({"step": self.step, **metrics})
         self._log({"step": self.step, **{f"world/{k}": v for k, v in metrics.items()}})
