@@ -84,7 +84,7 @@ def test_full_demo_meets_the_headline_on_three_seeds(tmp_path):
     on every seed, with a plain student that learns on its own (final >= 5x chance)."""
     summary = run_demo(tmp_path, progress=False)
     assert len(summary["per_seed"]) == 3
-    _assert_headline_targets(summary, fewer=10, higher=2, over_chance=2 * 5)
+    _assert_headline_targets(summary, fewer=10, higher=2, over_chance=10)  # 2x a plain student at >= 5x chance
     assert all(r["headline"]["plain_final"] >= 5 * CHANCE for r in summary["per_seed"])
 
 

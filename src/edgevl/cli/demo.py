@@ -13,18 +13,19 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
                   "captioner, trains the same tiny MCi student both ways, evaluates both and writes\n"
                   "report.md + plots to --out. See docs/demo.md.")
     p.add_argument("--out", default="demo_out", help="output folder (report.md, metrics.json, PNG plots, data)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes for CI (a few minutes on a 2-core CPU)")
-    p.add_argument("--steps", type=int, default=None, help="training steps of each student (default: the mode's)")
+    p.add_argument("--quick", action="store_true", help="one seed of 400 steps (about 1.5 min on a 2-core CPU; the README's first command)")
+    p.add_argument("--steps", type=int, default=None, help="training steps of each student (full: 1800, --quick: 400)")
     p.add_argument("--seed", type=int, default=0, help="first seed of the students and the reinforcement; seed S's "
                                                         "student data uses world seed S+1")
     p.add_argument("--seeds", type=int, default=None,
                    help="how many seeds (SEED, SEED+1, ...) to run, each with its own data, reinforcement and two "
-                        "students; the report gives mean ± std and each seed's ratios (default: 3, --quick 1)")
+                        "students; the report gives mean ± std and each seed's ratios (full: 3, --quick: 1)")
     p.add_argument("--models", default=None,
-                   help="folder with teacher-mci/, teacher-vit/, captioner/ (default: the shipped world models)")
+                   help="folder with teacher-mci/, teacher-vit/, captioner/ (made by `edgevl world pretrain`; "
+                        "unset: the shipped world models)")
     p.add_argument("--jobs", type=int, default=None,
-                   help="students trained at once, one process and one thread each (same results; default: 2 "
-                        "when the machine has 2 or more cores, else 1)")
+                   help="students trained at once, one process and one thread each (same results; 2 when "
+                        "the machine has 2 or more cores, else 1)")
     add_threads_flag(p, default=1)
     p.set_defaults(func=run_demo)
 
