@@ -13,7 +13,8 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
                   "captioner, trains the same tiny MCi student both ways, evaluates both and writes\n"
                   "report.md + plots to --out. See docs/demo.md.")
     p.add_argument("--out", default="demo_out", help="output folder (report.md, metrics.json, PNG plots, data)")
-    p.add_argument("--quick", action="store_true", help="one seed of 400 steps (about 1.5 min on a 2-core CPU; the README's first command)")
+    p.add_argument("--quick", action="store_true",
+                   help="one seed of 400 steps (about 1.5 min on a 2-core CPU; the README's first command)")
     p.add_argument("--steps", type=int, default=None, help="training steps of each student (full: 1800, --quick: 400)")
     p.add_argument("--seed", type=int, default=0, help="first seed of the students and the reinforcement; seed S's "
                                                         "student data uses world seed S+1")
