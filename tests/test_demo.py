@@ -82,7 +82,7 @@ def test_quick_demo_cli_end_to_end(tmp_path, capsys):
 def test_full_demo_meets_the_headline_on_three_seeds(tmp_path):
     """The documented full run (3 seeds), fixed seeds: >= 10x fewer steps and >= 2x higher final headline accuracy
     on every seed, with a plain student that learns on its own (final >= 5x chance)."""
-    summary = run_demo(tmp_path, progress=False)
+    summary = run_demo(tmp_path, jobs=2, progress=False)
     assert len(summary["per_seed"]) == 3
     _assert_headline_targets(summary, fewer=10, higher=2, over_chance=10)  # 2x a plain student at >= 5x chance
     assert all(r["headline"]["plain_final"] >= 5 * CHANCE for r in summary["per_seed"])
