@@ -19,13 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgevl.demo import FULL, DemoSettings, make_student_data, reinforce_student_data, resolve_models, train_student
+from edgevl.demo import (
+    FULL,
+    DemoSettings,
+    make_student_data,
+    mean_std,
+    reinforce_student_data,
+    resolve_models,
+    train_student,
+)
 from edgevl.io import atomic_write_text
 from edgevl.world_models.evaluate import EvalSet
 
@@ -149,10 +156,8 @@ def table(results: list[dict[str, Any]]) -> str:
         mine = [r for r in results if r["row"] == i]
         if not mine:
             continue
-        stats = {k: (statistics.mean(r[k] for r in mine) * 100,
-                     statistics.stdev(r[k] for r in mine) * 100 if len(mine) > 1 else 0.0)
-                 for k in ("color_shape", "heldout", "mean_R@1")}
-        cs, r1 = stats["color_shape"][0], stats["mean_R@1"][0]
+        stats = {k: mean_std([100 * r[k] for r in mine]) for k in ("color_shape", "heldout", "mean_R@1")}
+        cs, r1 = stats["color_shape"]["mean"], stats["mean_R@1"]["mean"]
         delta, paper_delta = "", ""
         if row.group == "cumulative" and previous is not None:
             delta = f"{cs - previous[0]:+.1f} / {r1 - previous[1]:+.1f}"
@@ -161,7 +166,7 @@ def table(results: list[dict[str, Any]]) -> str:
         if row.group == "cumulative":
             previous = (cs, r1, row.paper)
         paper = f"{row.paper[0]} / {row.paper[1]}" if row.paper else ""
-        cells = " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in stats.values())
+        cells = " | ".join(f"{v['mean']:.1f} ± {v['std']:.1f}" for v in stats.values())
         lines.append(f"| {row.group} | {row.name} | {cells} | {delta} | {paper} | {paper_delta} |")
     n = len({r["seed"] for r in results})
     return "\n".join(lines) + f"\n\nmean ± std over {n} seed(s).\n"

@@ -125,7 +125,6 @@ def caption(images: ImageSource | Sequence[ImageSource], model: str | Path | Lig
     if batch_size < 1:
         raise EdgevlError(f"batch_size must be at least 1, got {batch_size}")
     if is_coca_spec(model):
-
         if int8:
             raise ConfigError("int8 quantization is for LightCap decoders, not CoCa")
         coca, transform = load_coca(model, weights)

@@ -13,6 +13,7 @@ Then caption a few test images and write `report.md` (per-seed ratios, mean ± s
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -161,16 +162,14 @@ def steps_ratio(curves: dict[str, list[dict[str, float]]], steps: int) -> dict[s
             "final_ratio": final / target if target > 0 else None}
 
 
-def mean_std(values: list[float]) -> dict[str, float]:
+def mean_std(values: Sequence[float]) -> dict[str, float]:
     """Mean and sample standard deviation (0 for one value)."""
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": var ** 0.5}
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean ± std over seeds of every final metric of both runs, and of the headline ratios (a seed whose
-    reinforced student never reached the plain final counts as None and fails `all_seeds`)."""
+    """Mean ± std over seeds of every final metric of both runs, and of the headline ratios with their minimum
+    (a seed whose reinforced student never reached the plain final counts as None: no mean, no minimum)."""
     runs = {run: {k: mean_std([r["final"][run][k] for r in per_seed]) for k in per_seed[0]["final"][run]
                   if k != "step"} for run in RUNS}
     heads = [r["headline"] for r in per_seed]
@@ -181,7 +180,7 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
             "min_final_ratio": None if None in ratios["final_ratio"] else min(ratios["final_ratio"])}
 
 
-def _train_logged(mode: str, spec: str, out: Path, settings: DemoSettings, seed: int,
+def _train_logged(run: str, mode: str, spec: str, out: Path, settings: DemoSettings, seed: int,
                   eval_set: EvalSet) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """`train_student` in a worker process with one torch thread, its progress lines going to
     `out/runs/<run>.log`; returns the student's weights and curve."""
@@ -190,10 +189,10 @@ def _train_logged(mode: str, spec: str, out: Path, settings: DemoSettings, seed:
     import torch
 
     torch.set_num_threads(1)
-    log = out / "runs" / f"{'plain' if mode == 'clip' else 'reinforced'}.log"
+    log = out / "runs" / f"{run}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as f, contextlib.redirect_stderr(f):
-        model, curve = train_student(mode, spec, out, settings, seed, eval_set)
+        model, curve = train_student(mode, spec, out, settings, seed, eval_set, name=run)
     return {k: v.contiguous() for k, v in model.state_dict().items()}, curve
 
 
@@ -207,7 +206,7 @@ def train_in_processes(runs: dict[str, tuple[str, str]], out: Path, settings: De
     from edgevl.models.factory import create_model
 
     with ProcessPoolExecutor(len(runs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {run: pool.submit(_train_logged, mode, spec, out, settings, seed, eval_set)
+        futures = {run: pool.submit(_train_logged, run, mode, spec, out, settings, seed, eval_set)
                    for run, (mode, spec) in runs.items()}
         results = {run: f.result() for run, f in futures.items()}
     students = {}

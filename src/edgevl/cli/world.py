@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edgevl.cli.common import add_threads_flag, group_parser, subparser
+from edgevl.world_models import NAMES, TEACHER_NAMES
 
 
 def _add_world_flags(q: argparse.ArgumentParser) -> None:
@@ -46,7 +47,7 @@ def add_world(sub: argparse._SubParsersAction) -> None:
     show.set_defaults(func=run_world_show)
 
     path = subparser(world_sub, "path", "print the folder of a shipped world model (for --teachers/--captioner)")
-    path.add_argument("names", nargs="+", choices=("teacher-mci", "teacher-vit", "captioner"),
+    path.add_argument("names", nargs="+", choices=NAMES,
                       help="shipped world models; several are printed comma-separated, as --teachers takes them")
     path.set_defaults(func=run_world_path)
 
@@ -54,7 +55,7 @@ def add_world(sub: argparse._SubParsersAction) -> None:
                     "Trains the CLIP teachers on clean captions of a large train split with the generic\n"
                     "trainer, then the LightCap captioner; see docs/demo.md for the exact times.")
     pre.add_argument("--what", default="all",
-                     choices=("teacher-mci", "teacher-vit", "teachers", "captioner", "all"),
+                     choices=(*TEACHER_NAMES, "teachers", "captioner", "all"),
                      help="which models; the teachers are independent, so they can run in parallel processes")
     pre.add_argument("--out", required=True, help="output folder, one model folder per model")
     pre.add_argument("--steps", type=int, default=None, help="override the recipe's training steps of each model")

@@ -1,8 +1,8 @@
 """Small pretrained models of the procedural world, shipped as package data (safetensors).
 
 `teacher-mci` and `teacher-vit` (an MCi and a ViT CLIP model, each >= 5x the student's FLOPs) are the teacher
-ensemble; `captioner` is the LightCap captioner. Each was made by `edgevl world pretrain` (docs/demo.md gives the recipe
-and its time).
+ensemble; `captioner` is the LightCap captioner. Each was made by `edgevl world pretrain` (docs/demo.md gives the
+recipe and its time).
 """
 
 from __future__ import annotations

@@ -63,10 +63,11 @@ class LabelPromptTrainer(CurveTrainer):
 
     def forward_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         image, tokens = self.batch_inputs(batch)
-        img, txt, scale = self.ddp(image, tokens)
-        clip = clip_loss(img, txt, scale)
-        classes = F.normalize(self.model.encode_text(self.prompts), dim=-1)
-        label = F.cross_entropy(scale * img @ classes.T, batch["label"].to(self.device))
+        with self._autocast():  # --precision, as the base loss applies it
+            img, txt, scale = self.ddp(image, tokens)
+            clip = clip_loss(img, txt, scale)
+            classes = F.normalize(self.model.encode_text(self.prompts), dim=-1)
+            label = F.cross_entropy(scale * img @ classes.T, batch["label"].to(self.device))
         return {"loss": clip + self.label_weight * label, "clip": clip, "label": label}
 
 
